@@ -1,0 +1,217 @@
+"""The open_clip vision tower run only up to the hooked block, device/precision choice, and the full model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saetui.errors import DataError, NotFoundError, UsageError
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto|cpu|cuda[:N]|mps -> torch.device; auto picks cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError("device mps is not available on this machine", "use --device auto or cpu")
+        return torch.device("mps")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"device {name} is not available: torch sees no CUDA GPU", "use --device auto or cpu"
+            )
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UsageError(f"invalid device {name!r}", "use cuda or cuda:N") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"device {name} does not exist: {torch.cuda.device_count()} GPU(s)", "use cuda:0"
+            )
+        return device
+    raise UsageError(f"unknown device {name!r}", "use auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_precision(name: str) -> torch.dtype:
+    """fp32|bf16 -> torch dtype."""
+    if name not in PRECISIONS:
+        raise UsageError(f"unknown precision {name!r}", "use fp32 or bf16")
+    return PRECISIONS[name]
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """The model_cfg of a local open_clip model folder's open_clip_config.json."""
+    path = Path(model_dir) / OPEN_CLIP_CONFIG
+    if not path.is_file():
+        raise NotFoundError(f"{path} does not exist", "fetch the model first")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"cannot read {path}: {error}", "fetch the model again") from None
+    model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("vision_cfg"), dict):
+        raise DataError(f"{path} has no model_cfg.vision_cfg", "fetch the model again")
+    vision = model_cfg["vision_cfg"]
+    if "timm_model_name" in vision or not isinstance(vision.get("layers", 12), int):
+        raise DataError(f"{path}: only open_clip ViT vision towers are supported", "use a ViT CLIP model")
+    return model_cfg
+
+
+def model_width(model_dir: Path) -> int:
+    """Residual-stream width of the vision tower, read from open_clip_config.json (builds nothing)."""
+    return int(read_model_config(model_dir)["vision_cfg"].get("width", 768))
+
+
+def _weights_path(model_dir: Path) -> Path:
+    """The model folder's open_clip weight file (safetensors preferred)."""
+    for name in WEIGHT_FILES:
+        if (Path(model_dir) / name).is_file():
+            return Path(model_dir) / name
+    raise NotFoundError(f"{model_dir} holds none of {', '.join(WEIGHT_FILES)}", "fetch the model first")
+
+
+def _load_tensors(path: Path, prefix: str, keys: set[str]) -> dict[str, torch.Tensor]:
+    """The tensors named prefix + key for each key, read from a safetensors or a weights_only torch file."""
+    wanted = {prefix + key: key for key in keys}
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                names = [name for name in handle.keys() if name in wanted]  # noqa: SIM118 (not a dict)
+                found = {wanted[name]: handle.get_tensor(name) for name in names}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+                state = state["state_dict"]
+            if not isinstance(state, dict):
+                raise DataError(f"{path} is not a state dict", "fetch the model again")
+            state = {k.removeprefix("module."): v for k, v in state.items()}
+            found = {wanted[name]: value for name, value in state.items() if name in wanted}
+    except DataError:
+        raise
+    except Exception as error:  # safetensors and torch raise many types for a truncated or corrupt file
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"cannot read weights {path}: {detail}", "delete the model folder and fetch again"
+        ) from None
+    missing = sorted(keys - found.keys())
+    if missing:
+        raise DataError(
+            f"weights {path} lack {len(missing)} vision tensors (e.g. {prefix}{missing[0]})",
+            "fetch the model again",
+        )
+    return found
+
+
+class VisionTrunk(torch.nn.Module):
+    """open_clip's ViT vision tower cut after block `layer`: returns the residual stream there."""
+
+    def __init__(self, visual: torch.nn.Module, layer: int, device: torch.device, dtype: torch.dtype) -> None:
+        """Wrap a vision tower already truncated to layer + 1 blocks, without ln_post or proj."""
+        super().__init__()
+        self.visual = visual
+        self.layer = layer
+        self.width = int(visual.conv1.out_channels)
+        grid_h, grid_w = visual.grid_size
+        self.n_tokens = grid_h * grid_w + 1
+        self.device = device
+        self.dtype = dtype
+
+    @classmethod
+    def from_dir(
+        cls, model_dir: Path, layer: int, device: str | torch.device = "auto", precision: str = "fp32"
+    ) -> VisionTrunk:
+        """Build blocks 0..layer of a local open_clip model folder's vision tower and load their weights."""
+        import open_clip
+
+        model_dir = Path(model_dir)
+        model_cfg = read_model_config(model_dir)
+        vision_cfg = dict(model_cfg["vision_cfg"])
+        n_layers = int(vision_cfg.get("layers", 12))
+        if not 0 <= layer < n_layers:
+            raise UsageError(
+                f"layer {layer} does not exist: the vision tower has blocks 0..{n_layers - 1}",
+                f"pick a layer in 0..{n_layers - 1}",
+            )
+        torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+        dtype = resolve_precision(precision)
+        vision_cfg["layers"] = layer + 1  # later blocks are never built
+        with torch.device("meta"):
+            visual = open_clip.model._build_vision_tower(
+                embed_dim=int(model_cfg.get("embed_dim", 512)),
+                vision_cfg=vision_cfg,
+                quick_gelu=bool(model_cfg.get("quick_gelu", False)),
+                cast_dtype=dtype if dtype != torch.float32 else None,  # bf16 -> LayerNorm computed in fp32
+            )
+        if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
+            raise DataError(
+                f"{model_dir}: unsupported vision tower {type(visual).__name__}", "use a ViT CLIP model"
+            )
+        visual.ln_post = torch.nn.Identity()
+        visual.proj = None
+        keys = set(visual.state_dict().keys())
+        tensors = _load_tensors(_weights_path(model_dir), "visual.", keys)
+        try:
+            visual.load_state_dict(tensors, strict=True, assign=True)
+        except RuntimeError as error:
+            detail = str(error).splitlines()[-1].strip()
+            raise DataError(
+                f"weights do not fit the config in {model_dir}: {detail}", "fetch the model again"
+            ) from None
+        visual = visual.to(device=torch_device).eval().requires_grad_(False)
+        if dtype != torch.float32:
+            # open_clip's own bf16 mode: matmul/conv weights in bf16, LayerNorms computed in fp32.
+            open_clip.model.convert_weights_to_lp(visual, dtype=dtype)
+        return cls(visual, layer, torch_device, dtype)
+
+    @torch.no_grad()
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Residual stream after block `layer`: pixels [B, 3, H, W] -> float32 [B, n_tokens, width]."""
+        visual = self.visual
+        x = pixels.to(device=self.device, dtype=self.dtype)
+        x = visual.conv1(x)  # [B, width, grid, grid]
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid*grid, width], patches row-major
+        cls_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls_token, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.ln_pre(x)
+        transformer = visual.transformer
+        if not getattr(transformer, "batch_first", True):
+            x = x.transpose(0, 1)
+        for block in transformer.resblocks:
+            x = block(x)
+        if not getattr(transformer, "batch_first", True):
+            x = x.transpose(0, 1)
+        return x.float()
+
+
+def load_clip(model_dir: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The full open_clip CLIP (vision and text towers) of a local model folder, in eval mode."""
+    import open_clip
+
+    model_dir = Path(model_dir)
+    read_model_config(model_dir)
+    _weights_path(model_dir)
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    try:
+        model = open_clip.create_model(f"local-dir:{model_dir}", device=torch_device)
+    except (RuntimeError, ValueError, KeyError, OSError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"cannot build the CLIP model in {model_dir}: {detail}", "fetch the model again"
+        ) from None
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,39 @@
+"""The CLI entry point stays light: --help lists the commands without importing torch, open_clip or textual."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from saetui.commands.main import COMMAND_MODULES, main
+
+HEAVY = ("torch", "open_clip", "textual", "textual_image", "transformers")
+
+
+def test_help_lists_every_command(capsys) -> None:
+    """`saetui --help` exits 0 and names every registered command."""
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in COMMAND_MODULES:
+        assert name in out
+
+
+def test_help_imports_no_heavy_module() -> None:
+    """Running --help in a fresh interpreter leaves torch, open_clip and textual unimported."""
+    probe = (
+        "import json, sys\n"
+        "from saetui.commands.main import main\n"
+        "code = main(['--help'])\n"
+        f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert code == 0
+    assert heavy == []
+
+
+def test_version(capsys) -> None:
+    """--version prints the package version."""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("saetui ")
