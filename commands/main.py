@@ -1,4 +1,4 @@
-"""The root `saetui` command: registers every subcommand and turns known errors into one line and an exit code."""
+"""The root `saetui` command: registers the subcommands and turns known errors into one-line messages."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _root(
 
 
 # Each module defines register(app) and keeps torch, open_clip and textual out of its import time.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("fetch",)
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"saetui.commands.{_name}").register(app)

@@ -1,0 +1,388 @@
+"""Fetch SAE checkpoints and their open_clip model, and list checkpoints, through huggingface_hub's cache.
+
+Every hub access goes through huggingface_hub with ``cache_dir=<saetui cache>/hub``, so ``HF_ENDPOINT``,
+``HF_TOKEN`` and ``HF_HUB_OFFLINE`` behave as in every Hugging Face tool (huggingface_hub reads them when it
+is imported). Downloads resume within a run when a connection breaks, a second run downloads nothing, and
+offline runs resolve everything, "latest" included, from the cache. Hub failures become one-line errors.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import (
+    FileMetadataError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+    RevisionResolutionError,
+)
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.hf_api import RepoFile
+
+from saetui.errors import DataError, NetworkError, NotFoundError, UsageError
+from saetui.paths import cache_dir, hub_cache
+from saetui.registry import SaeSpec, get_spec
+
+LATEST = "latest"
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+# open_clip's own order for hf-hub: repos: safetensors first, the pickled state dict otherwise.
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_CHECKPOINT = re.compile(r"(\d+)\.pt")
+
+
+@dataclass(frozen=True)
+class FetchedSae:
+    """Local paths and provenance of a fetched SAE checkpoint and the open_clip model it reads."""
+
+    spec: SaeSpec
+    checkpoint_path: Path  # the .pt in the hub cache (a snapshot link)
+    checkpoint_file: str  # its path inside the SAE repo
+    checkpoint_tokens: int | None  # tokens trained (from the file name, else from the checkpoint)
+    sae_revision: str  # commit sha of the SAE repo the file came from
+    model_dir: Path  # the model repo's local snapshot folder
+    model_config: Path  # open_clip_config.json
+    model_weights: Path  # open_clip_model.safetensors or open_clip_pytorch_model.bin
+    model_revision: str  # commit sha of the model repo
+    preprocessor_config: Path | None  # preprocessor_config.json; None when the model repo has none
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One checkpoint file of an SAE: its repo path, tokens trained, size and whether it is cached."""
+
+    file: str
+    tokens: int | None
+    size: int | None  # bytes
+    cached: bool
+
+
+def is_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (listings then come from the cache only)."""
+    return constants.is_offline_mode()
+
+
+def _warn(message: str) -> None:
+    """One warning line on stderr."""
+    sys.stderr.write(f"saetui: warning: {message}\n")
+    sys.stderr.flush()
+
+
+def _tokens_of(path: str) -> int | None:
+    """The token count in a checkpoint file name like "20_resid/1200013184.pt"."""
+    match = _CHECKPOINT.fullmatch(path.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+def parse_checkpoint(value: str) -> int | None:
+    """--checkpoint: None for "latest", else the token count; anything else is a UsageError."""
+    if value == LATEST:
+        return None
+    if value.isdigit():
+        return int(value)
+    raise UsageError(
+        f"invalid checkpoint '{value}'", "use 'latest' or the token count of a checkpoint, e.g. 100069632"
+    )
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str, what: str, hub_dir: Path) -> Iterator[None]:
+    """Turn huggingface_hub and HTTP failures while getting `what` from `repo_id` into one-line errors."""
+    endpoint = constants.ENDPOINT
+    offline_hint = "check the network, or set HF_HUB_OFFLINE=1 to use the cache"
+    try:
+        yield
+    except GatedRepoError:
+        raise NetworkError(
+            f"{repo_id} is gated and refused access to {what}",
+            "accept its conditions on the hub and set HF_TOKEN to a token of that account",
+        ) from None
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status in (401, 403):
+            raise NetworkError(
+                f"{endpoint} refused access to {repo_id} (HTTP {status})",
+                "set HF_TOKEN to a token that can read it; the repo may be private, gated or misspelt",
+            ) from None
+        if isinstance(error, RepositoryNotFoundError):
+            raise NotFoundError(
+                f"repo {repo_id} not found on {endpoint}", "check the repo id of the SAE entry"
+            ) from None
+        if isinstance(error, RevisionNotFoundError):
+            raise NotFoundError(
+                f"revision '{revision}' not found in {repo_id}",
+                "pass an existing branch, tag or commit to --revision",
+            ) from None
+        if isinstance(error, RemoteEntryNotFoundError):
+            raise NotFoundError(
+                f"{repo_id} has no {what} at revision '{revision}'",
+                "`saetui fetch --list` shows the checkpoints the hub has",
+            ) from None
+        raise NetworkError(
+            f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint
+        ) from None
+    except (LocalEntryNotFoundError, RevisionResolutionError, OfflineModeIsEnabled) as error:
+        if is_offline():
+            raise NotFoundError(
+                f"{what} of {repo_id} is not in the cache {hub_dir}",
+                "run without HF_HUB_OFFLINE=1 to download it",
+            ) from None
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, HfHubHTTPError):
+            status = cause.response.status_code if cause.response is not None else None
+            raise NetworkError(
+                f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint
+            ) from None
+        if isinstance(cause, FileMetadataError):
+            raise NetworkError(
+                f"{endpoint} did not answer like a Hugging Face hub for {what} of {repo_id}",
+                "check HF_ENDPOINT and any proxy in between",
+            ) from None
+        raise NetworkError(f"cannot reach {endpoint}", offline_hint) from None
+    except (httpx2.ProtocolError, httpx2.ReadError):
+        raise NetworkError(
+            f"the connection to {endpoint} broke while getting {what} of {repo_id}",
+            "run the command again: finished files are kept",
+        ) from None
+    except httpx2.RequestError:
+        raise NetworkError(f"cannot reach {endpoint}", offline_hint) from None
+
+
+def _snapshot_folder(hub_dir: Path, repo_id: str, commit: str) -> Path:
+    """The cache's snapshot folder of a repo at a commit."""
+    return hub_dir / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / commit
+
+
+def _commit_of(local: Path, repo_file: str) -> str:
+    """The commit sha of a downloaded file, read off its snapshot path (snapshots/<sha>/<repo_file>)."""
+    return local.parents[len(repo_file.split("/")) - 1].name
+
+
+def _hub_commit(api: HfApi, repo_id: str, revision: str) -> str:
+    """Ask the hub which commit a revision is; fails fast (no retries) when the hub cannot be reached."""
+    sha = api.model_info(repo_id, revision=revision, expand=["sha"]).sha
+    if not sha:
+        raise NetworkError(
+            f"{constants.ENDPOINT} gave no commit for {repo_id}@{revision}", "check HF_ENDPOINT"
+        )
+    return sha
+
+
+def _cached_commit(api: HfApi, repo_id: str, revision: str, hub_dir: Path) -> str | None:
+    """The commit a revision had when it was last fetched (from the cache's refs); None if never fetched."""
+    try:
+        return api.resolve_revision(
+            repo_id, revision=revision, cache_dir=hub_dir, local_files_only=True
+        ).resolved
+    except RevisionResolutionError:
+        return None
+
+
+def _is_cached(repo_id: str, path: str, revision: str, hub_dir: Path) -> bool:
+    """Whether the file is in the cache for that revision."""
+    return isinstance(try_to_load_from_cache(repo_id, path, cache_dir=hub_dir, revision=revision), str)
+
+
+def _listed_files(api: HfApi, repo_id: str, revision: str, folder: str | None) -> list[RepoFile]:
+    """The files directly inside a repo folder at a revision, as the hub lists them."""
+    commit = _hub_commit(api, repo_id, revision)
+    return [
+        entry
+        for entry in api.list_repo_tree(repo_id, path_in_repo=folder or None, revision=commit)
+        if isinstance(entry, RepoFile)
+    ]
+
+
+def _single_file_info(api: HfApi, spec: SaeSpec, revision: str, hub_dir: Path) -> list[CheckpointInfo]:
+    """The one checkpoint of a single-file entry."""
+    assert spec.file is not None
+    folder = spec.file.rsplit("/", 1)[0] if "/" in spec.file else None
+    if is_offline():
+        commit = _cached_commit(api, spec.repo_id, revision, hub_dir)
+        local = _snapshot_folder(hub_dir, spec.repo_id, commit) / spec.file if commit else None
+        if local is None or not local.is_file():
+            return []
+        return [CheckpointInfo(spec.file, _tokens_of(spec.file), local.stat().st_size, True)]
+    for entry in _listed_files(api, spec.repo_id, revision, folder):
+        if entry.path == spec.file:
+            cached = _is_cached(spec.repo_id, entry.path, revision, hub_dir)
+            return [CheckpointInfo(entry.path, _tokens_of(entry.path), entry.size, cached)]
+    return []
+
+
+def _folder_infos(api: HfApi, spec: SaeSpec, revision: str, hub_dir: Path) -> list[CheckpointInfo]:
+    """The <tokens>.pt checkpoints of a folder entry, smallest token count first."""
+    assert spec.folder is not None
+    infos: list[CheckpointInfo] = []
+    if is_offline():
+        commit = _cached_commit(api, spec.repo_id, revision, hub_dir)
+        folder = _snapshot_folder(hub_dir, spec.repo_id, commit) / spec.folder if commit else None
+        for local in folder.glob("*.pt") if folder is not None and folder.is_dir() else []:
+            file = f"{spec.folder}/{local.name}"
+            tokens = _tokens_of(file)
+            if tokens is not None and local.is_file():
+                infos.append(CheckpointInfo(file, tokens, local.stat().st_size, True))
+    else:
+        for entry in _listed_files(api, spec.repo_id, revision, spec.folder):
+            tokens = _tokens_of(entry.path)
+            if tokens is not None:
+                cached = _is_cached(spec.repo_id, entry.path, revision, hub_dir)
+                infos.append(CheckpointInfo(entry.path, tokens, entry.size, cached))
+    return sorted(infos, key=lambda info: info.tokens or 0)
+
+
+def list_checkpoints(
+    spec: SaeSpec, cache: str | Path | None = None, revision: str | None = None
+) -> list[CheckpointInfo]:
+    """The checkpoints the hub has for an SAE (offline: the ones in the cache, all marked cached)."""
+    hub_dir = hub_cache(cache_dir(cache))
+    revision = revision or spec.revision
+    api = HfApi()
+    with _hub_errors(spec.repo_id, revision, "the checkpoint list", hub_dir):
+        if spec.file is not None:
+            return _single_file_info(api, spec, revision, hub_dir)
+        return _folder_infos(api, spec, revision, hub_dir)
+
+
+def _choose_checkpoint(spec: SaeSpec, tokens: int | None, revision: str, cache: str | Path | None) -> str:
+    """The repo path of the checkpoint to fetch: the spec's file, the asked tokens, or the largest listed."""
+    if spec.file is not None:
+        if tokens is not None:
+            raise UsageError(f"SAE '{spec.name}' is the single file {spec.file}", "leave out --checkpoint")
+        return spec.file
+    if tokens is not None:
+        return spec.checkpoint_file(tokens)
+    infos = list_checkpoints(spec, cache, revision)
+    if not infos:
+        where = "in the cache" if is_offline() else f"on {constants.ENDPOINT}"
+        raise NotFoundError(
+            f"no {spec.folder}/<tokens>.pt checkpoint of {spec.repo_id}@{revision} {where}",
+            "run without HF_HUB_OFFLINE=1" if is_offline() else "check the folder of the SAE entry",
+        )
+    return infos[-1].file
+
+
+def _model_files(api: HfApi, repo_id: str, revision: str, hub_dir: Path) -> set[str]:
+    """Which of the files saetui needs the model repo has (offline: which of them are cached)."""
+    wanted = {OPEN_CLIP_CONFIG, PREPROCESSOR_CONFIG, *WEIGHT_FILES}
+    if is_offline():
+        return {name for name in wanted if _is_cached(repo_id, name, revision, hub_dir)}
+    return {entry.path for entry in _listed_files(api, repo_id, revision, None)} & wanted
+
+
+def _download(repo_id: str, file: str, revision: str, hub_dir: Path) -> Path:
+    """One file through huggingface_hub's cache (a HEAD only when it is already there)."""
+    return Path(hf_hub_download(repo_id, file, revision=revision, cache_dir=hub_dir))
+
+
+def remove_cached(path: Path) -> None:
+    """Delete a cached file: its snapshot link and the blob behind it, so the next fetch downloads it anew."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    if blob != path:
+        blob.unlink(missing_ok=True)
+
+
+def _fetch_model(api: HfApi, spec: SaeSpec, hub_dir: Path) -> tuple[Path, Path, Path | None, str]:
+    """Download the model's open_clip config, weights and preprocessor config; returns them and the sha."""
+    repo_id, revision = spec.model_repo, "main"
+    with _hub_errors(repo_id, revision, "the model files", hub_dir):
+        present = _model_files(api, repo_id, revision, hub_dir)
+    weights_name = next((name for name in WEIGHT_FILES if name in present), None)
+    missing = [] if OPEN_CLIP_CONFIG in present else [OPEN_CLIP_CONFIG]
+    missing += [] if weights_name is not None else [" or ".join(WEIGHT_FILES)]
+    if weights_name is None or missing:
+        where, hint = (
+            ("in the cache", "run without HF_HUB_OFFLINE=1") if is_offline() else ("on the hub", None)
+        )
+        raise NotFoundError(
+            f"model repo {repo_id} has no {', '.join(missing)} {where}",
+            hint or f"{spec.model} must be an open_clip model repo",
+        )
+    with _hub_errors(repo_id, revision, OPEN_CLIP_CONFIG, hub_dir):
+        config = _download(repo_id, OPEN_CLIP_CONFIG, revision, hub_dir)
+    with _hub_errors(repo_id, revision, weights_name, hub_dir):
+        weights = _download(repo_id, weights_name, revision, hub_dir)
+    preprocessor = None
+    if PREPROCESSOR_CONFIG in present:
+        with _hub_errors(repo_id, revision, PREPROCESSOR_CONFIG, hub_dir):
+            preprocessor = _download(repo_id, PREPROCESSOR_CONFIG, revision, hub_dir)
+    else:
+        _warn(f"model repo {repo_id} has no {PREPROCESSOR_CONFIG}; preprocessing falls back to open_clip's")
+    return config, weights, preprocessor, _commit_of(config, OPEN_CLIP_CONFIG)
+
+
+def _validate(spec: SaeSpec, checkpoint: Path, file: str, model_dir: Path, config: Path) -> int | None:
+    """Load the checkpoint safely, check it against the model, remove what is broken; returns token_count."""
+    from saetui.checkpoint import load_checkpoint
+    from saetui.model import model_width
+
+    again = "fetch again to download a fresh copy; if it fails again, the file on the hub is bad"
+    try:
+        width = model_width(model_dir)
+    except DataError as error:
+        remove_cached(config)
+        raise DataError(f"{error.message}; removed {OPEN_CLIP_CONFIG} from the cache", again) from None
+    try:
+        loaded = load_checkpoint(checkpoint)
+    except DataError as error:
+        remove_cached(checkpoint)
+        raise DataError(f"{spec.name}: {error.message}; removed {file} from the cache", again) from None
+    if loaded.d_in != width:
+        remove_cached(checkpoint)
+        raise DataError(
+            f"{spec.name}: {file} reads d_in = {loaded.d_in} but {spec.model} has width {width}; "
+            f"removed {file} from the cache",
+            "the SAE belongs to another model: fix the model of the SAE entry",
+        )
+    stated = (spec.k, spec.d_in, spec.n_features)
+    actual = (loaded.k, loaded.d_in, loaded.n_features)
+    if actual != stated:
+        _warn(
+            f"{spec.name}: {file} has k = {loaded.k}, d_in = {loaded.d_in}, n_features = {loaded.n_features} "
+            f"where the entry states {spec.k}, {spec.d_in}, {spec.n_features}; using the file's sizes"
+        )
+    return loaded.token_count
+
+
+def fetch(
+    spec_or_name: SaeSpec | str,
+    checkpoint: str = LATEST,
+    revision: str | None = None,
+    cache: str | Path | None = None,
+) -> FetchedSae:
+    """Download (or find in the cache) an SAE checkpoint and its open_clip model; validate; return paths."""
+    spec = get_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+    tokens = parse_checkpoint(checkpoint)
+    revision = revision or spec.revision
+    hub_dir = hub_cache(cache_dir(cache))
+    api = HfApi()
+    file = _choose_checkpoint(spec, tokens, revision, cache)
+    with _hub_errors(spec.repo_id, revision, file, hub_dir):
+        checkpoint_path = _download(spec.repo_id, file, revision, hub_dir)
+    config, weights, preprocessor, model_revision = _fetch_model(api, spec, hub_dir)
+    token_count = _validate(spec, checkpoint_path, file, config.parent, config)
+    return FetchedSae(
+        spec=spec,
+        checkpoint_path=checkpoint_path,
+        checkpoint_file=file,
+        checkpoint_tokens=_tokens_of(file) if _tokens_of(file) is not None else token_count,
+        sae_revision=_commit_of(checkpoint_path, file),
+        model_dir=config.parent,
+        model_config=config,
+        model_weights=weights,
+        model_revision=model_revision,
+        preprocessor_config=preprocessor,
+    )

@@ -1,0 +1,182 @@
+"""The SAEs saetui knows: the eight built-in CLIP-Scope SAEs plus user entries from a TOML config file."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saetui.errors import UsageError
+
+SCOPE_REPO = "lewington/CLIP-ViT-L-scope"
+SCOPE_MODEL = "hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K"
+SCOPE_PRETRAINED = "laion2b_s32b_b82k"
+SCOPE_LAYERS = (2, 5, 8, 11, 14, 17, 20, 22)
+HF_HUB_PREFIX = "hf-hub:"
+BUILT_IN = "built-in"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_REQUIRED_KEYS = {"repo", "model", "layer"}
+_OPTIONAL_KEYS = {"folder", "file", "pretrained", "d_in", "n_features", "k", "revision"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaeSpec:
+    """Where a CLIP-Scope-style SAE lives on the hub, the open_clip model it reads and its stated sizes."""
+
+    name: str
+    repo_id: str
+    model: str  # open_clip model id, "hf-hub:ORG/NAME"
+    layer: int  # 0-indexed vision block whose output the SAE reads
+    folder: str | None = None  # checkpoints are f"{folder}/{tokens}.pt"
+    file: str | None = None  # exact path for single-file repos (instead of folder)
+    pretrained: str | None = None  # open_clip pretrained tag, where one exists
+    d_in: int = 1024
+    n_features: int = 65536
+    k: int = 32
+    revision: str = "main"
+    source: str = BUILT_IN  # "built-in" or the config file the entry came from
+
+    @property
+    def model_repo(self) -> str:
+        """The hub repo of the open_clip model ("ORG/NAME" of "hf-hub:ORG/NAME")."""
+        return self.model.removeprefix(HF_HUB_PREFIX)
+
+    def checkpoint_file(self, tokens: int) -> str:
+        """The repo path of the checkpoint trained on `tokens` tokens (folder entries only)."""
+        if self.folder is None:
+            raise UsageError(
+                f"SAE '{self.name}' is the single file {self.file}", "leave out --checkpoint for this SAE"
+            )
+        return f"{self.folder}/{tokens}.pt"
+
+
+def _builtin_specs() -> list[SaeSpec]:
+    """The eight residual-stream SAEs of the CLIP-Scope release."""
+    return [
+        SaeSpec(
+            name=f"layer{layer}",
+            repo_id=SCOPE_REPO,
+            folder=f"{layer}_resid",
+            model=SCOPE_MODEL,
+            pretrained=SCOPE_PRETRAINED,
+            layer=layer,
+        )
+        for layer in SCOPE_LAYERS
+    ]
+
+
+BUILTIN_SPECS: tuple[SaeSpec, ...] = tuple(_builtin_specs())
+
+
+def config_path() -> Path:
+    """The user config file: $SAETUI_CONFIG, else $XDG_CONFIG_HOME (~/.config)/saetui/config.toml."""
+    env = os.environ.get("SAETUI_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
+    return Path(base).expanduser() / "saetui" / "config.toml"
+
+
+def _config_error(path: Path, what: str) -> UsageError:
+    """A UsageError about the config file that says which file to fix."""
+    return UsageError(f"config {path}: {what}", "fix the [sae.<name>] table (see README, 'Your own SAEs')")
+
+
+def _typed(path: Path, name: str, table: dict[str, Any], key: str, kind: type) -> Any:
+    """table[key] checked to be of `kind` (bool never counts as int)."""
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        what = "an integer" if kind is int else "a string"
+        raise _config_error(path, f"[sae.{name}] {key} must be {what}, got {value!r}")
+    return value
+
+
+def _user_spec(path: Path, name: str, table: Any, builtin_names: set[str]) -> SaeSpec:
+    """One [sae.<name>] table turned into a SaeSpec, with a clear error for every mistake."""
+    if name in builtin_names:
+        raise _config_error(path, f"[sae.{name}] would shadow the built-in SAE '{name}'; pick another name")
+    if not _NAME.fullmatch(name):
+        raise _config_error(path, f"[sae.{name}] is not a valid name (letters, digits, '.', '_', '-')")
+    if not isinstance(table, dict):
+        raise _config_error(path, f"sae.{name} must be a table")
+    missing = sorted(_REQUIRED_KEYS - table.keys())
+    if missing:
+        raise _config_error(path, f"[sae.{name}] lacks {', '.join(missing)}")
+    unknown = sorted(table.keys() - _REQUIRED_KEYS - _OPTIONAL_KEYS)
+    if unknown:
+        raise _config_error(path, f"[sae.{name}] has unknown keys {', '.join(unknown)}")
+    if ("folder" in table) == ("file" in table):
+        raise _config_error(
+            path, f"[sae.{name}] needs exactly one of folder (checkpoints <tokens>.pt) or file"
+        )
+    repo = _typed(path, name, table, "repo", str)
+    if not _REPO_ID.fullmatch(repo):
+        raise _config_error(path, f"[sae.{name}] repo must look like ORG/NAME, got {repo!r}")
+    model = _typed(path, name, table, "model", str)
+    if not model.startswith(HF_HUB_PREFIX) or not _REPO_ID.fullmatch(model.removeprefix(HF_HUB_PREFIX)):
+        raise _config_error(
+            path, f"[sae.{name}] model must be an open_clip hub id hf-hub:ORG/NAME, got {model!r}"
+        )
+    layer = _typed(path, name, table, "layer", int)
+    if layer < 0:
+        raise _config_error(path, f"[sae.{name}] layer must be >= 0, got {layer}")
+    sizes = {key: _typed(path, name, table, key, int) for key in ("d_in", "n_features", "k") if key in table}
+    for key, value in sizes.items():
+        if value <= 0:
+            raise _config_error(path, f"[sae.{name}] {key} must be positive, got {value}")
+    optional = {
+        key: _typed(path, name, table, key, str)
+        for key in ("folder", "file", "pretrained", "revision")
+        if key in table
+    }
+    for key in ("folder", "file"):
+        if key in optional and (not optional[key] or optional[key].startswith("/")):
+            raise _config_error(
+                path, f"[sae.{name}] {key} must be a path inside the repo, got {optional[key]!r}"
+            )
+    if "folder" in optional:
+        optional["folder"] = optional["folder"].rstrip("/")
+    return SaeSpec(name=name, repo_id=repo, model=model, layer=layer, source=str(path), **sizes, **optional)
+
+
+def user_specs(path: Path | None = None) -> list[SaeSpec]:
+    """The entries of the user config file (none when the file does not exist)."""
+    path = config_path() if path is None else path
+    if not path.is_file():
+        return []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise _config_error(path, f"not valid TOML ({error})") from None
+    unknown = sorted(data.keys() - {"sae"})
+    if unknown:
+        raise _config_error(
+            path, f"unknown top-level keys {', '.join(unknown)} (SAE entries go in [sae.<name>])"
+        )
+    tables = data.get("sae", {})
+    if not isinstance(tables, dict):
+        raise _config_error(path, "sae must be a table of [sae.<name>] tables")
+    builtin_names = {spec.name for spec in BUILTIN_SPECS}
+    return [_user_spec(path, name, table, builtin_names) for name, table in tables.items()]
+
+
+def all_specs() -> list[SaeSpec]:
+    """Every known SAE: the built-ins first, then the user's entries in file order."""
+    return [*BUILTIN_SPECS, *user_specs()]
+
+
+def get_spec(name: str) -> SaeSpec:
+    """The SAE called `name`; an unknown name is a UsageError that lists the valid ones."""
+    specs = all_specs()
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    valid = ", ".join(spec.name for spec in specs)
+    raise UsageError(
+        f"unknown SAE '{name}'", f"valid names: {valid}; add your own as [sae.<name>] in {config_path()}"
+    )
