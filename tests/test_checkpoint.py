@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import torch
-from harness.tiny import TINY_WIDTH, scope_repo_files, scope_sae_seed, tiny_sae_bytes, tiny_sae_tensors
 
+from harness.tiny import TINY_WIDTH, scope_repo_files, scope_sae_seed, tiny_sae_bytes, tiny_sae_tensors
 from saetui.checkpoint import load_checkpoint
 from saetui.errors import DataError, NotFoundError
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from harness.badimages import (
     GOOD_COLOUR,
     GOOD_GREYSCALE,
@@ -23,8 +25,6 @@ from harness.badimages import (
     palette_transparent_image,
     rgba_image,
 )
-from PIL import Image
-
 from saetui import images
 from saetui.images import SkippedImage, content_hash, decode_rgb, read_bytes, scale_16_to_8, to_rgb
 

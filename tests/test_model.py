@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from harness.reference import hf_hidden_states, open_clip_to_hf
 from harness.tiny import (
     TINY_LAYERS,
@@ -18,8 +20,6 @@ from harness.tiny import (
     tiny_state_dict,
     write_files,
 )
-from PIL import Image
-
 from saetui.errors import DataError, NotFoundError, UsageError
 from saetui.model import VisionTrunk, load_clip, model_width, resolve_device
 from saetui.preprocess import load_preprocessing, preprocess_image

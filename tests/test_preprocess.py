@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness.tiny import tiny_model_config_files, write_files
 from PIL import Image
 
+from harness.tiny import tiny_model_config_files, write_files
 from saetui.errors import DataError, NotFoundError
 from saetui.preprocess import (
     OPENAI_MEAN,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from harness.reference import dense_reference_encode
 from harness.tiny import TINY_WIDTH, tiny_sae_bytes, tiny_sae_tensors
-
 from saetui.checkpoint import SaeCheckpoint, load_checkpoint
 from saetui.sae import TopKSae, reconstruction_error, standardise_batch
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from harness.badimages import GOOD_COLOUR, IGNORED_FILES, SAMPLE, copy_imagenet_sample, make_bad_input_folder
 from PIL import Image
 
+from harness.badimages import GOOD_COLOUR, IGNORED_FILES, SAMPLE, copy_imagenet_sample, make_bad_input_folder
 from saetui import imagenet
 from saetui.errors import DataError, NotFoundError, UsageError
 from saetui.images import SkippedImage, decode_rgb
