@@ -36,13 +36,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """Analyse released sparse autoencoders on CLIP vision models."""
 
 
 # Each module defines register(app) and keeps torch, open_clip and textual out of its import time.
-COMMAND_MODULES: tuple[str, ...] = ("fetch",)
+COMMAND_MODULES: tuple[str, ...] = ("fetch", "query")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"saetui.commands.{_name}").register(app)

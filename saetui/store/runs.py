@@ -1,0 +1,174 @@
+"""Runs in a database: the settings a run records, whether a new run fits the database, and which run to resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+import numbers
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from saetui import __version__
+from saetui.errors import DataError
+from saetui.store.schema import RUN_COLUMNS, CodeLayout
+
+# Settings every run in one database must share: they decide what a stored (feature, value) pair means.
+COMPATIBILITY_KEYS = (
+    "model_id",
+    "pretrained",
+    "layer",
+    "sae_repo",
+    "sae_file",
+    "d_in",
+    "n_features",
+    "k",
+    "tokens",
+    "mean",
+    "std",
+    "image_size",
+    "standardise",
+)
+# A run over the same source with these settings is continued instead of starting a new one.
+RESUME_KEYS = (*COMPATIBILITY_KEYS, "precision")
+# Columns the writer fills itself; the rest come from the caller's settings.
+_MANAGED = ("run_id", "status", "started_at", "finished_at", "source", "source_items", "image_id_offset")
+SETTING_KEYS = tuple(name for name in RUN_COLUMNS if name not in _MANAGED)
+TOKEN_SETS = ("all", "cls", "patches")
+
+
+def utc_now() -> dt.datetime:
+    """The current UTC time without a zone, as the TIMESTAMP columns store it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def normalise_settings(settings: Mapping[str, object]) -> dict[str, object]:
+    """Check the run settings a caller passes and fill in the versions the store knows itself."""
+    unknown = sorted(set(settings) - set(SETTING_KEYS))
+    if unknown:
+        raise ValueError(f"unknown run settings: {', '.join(unknown)}")
+    missing = [key for key in ("n_features", "k", "tokens") if settings.get(key) is None]
+    if missing:
+        raise ValueError(f"run settings need {', '.join(missing)}")
+    for key in ("n_features", "k"):
+        value = settings[key]
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, not {value!r}")
+    if settings["tokens"] not in TOKEN_SETS:
+        raise ValueError(f"tokens must be one of {', '.join(TOKEN_SETS)}, not {settings['tokens']!r}")
+    result = {key: value.item() if isinstance(value, np.generic) else value for key, value in settings.items()}
+    for key in ("mean", "std"):
+        triple = result.get(key)
+        if triple is not None:
+            if not isinstance(triple, Iterable):
+                raise ValueError(f"{key} must be three numbers, not {triple!r}")
+            result[key] = [float(x) for x in triple]
+    result.setdefault("saetui_version", __version__)
+    result.setdefault("duckdb_version", duckdb.__version__)
+    return result
+
+
+def code_layout(settings: Mapping[str, object]) -> CodeLayout:
+    """The code layout of normalised run settings."""
+    k, n_features = settings["k"], settings["n_features"]
+    if not isinstance(k, int) or not isinstance(n_features, int) or k > n_features:
+        raise ValueError(f"k = {k!r} and n_features = {n_features!r} do not describe a top-k SAE")
+    return CodeLayout(k=k, n_features=n_features)
+
+
+def check_compatible(con: duckdb.DuckDBPyConnection, db: Path, settings: Mapping[str, object]) -> None:
+    """Refuse, in one line, a run whose model, layer, SAE, k, token set or preprocessing differ from the database's."""
+    columns = ", ".join(f'"{key}"' for key in COMPATIBILITY_KEYS)
+    rows = con.execute(f"SELECT run_id, {columns} FROM runs ORDER BY run_id LIMIT 1").fetchall()
+    if not rows:
+        return
+    run_id, *stored = rows[0]
+    differences = [
+        f"{key} {_show(old)} in the database vs {_show(settings.get(key))} now"
+        for key, old in zip(COMPATIBILITY_KEYS, stored, strict=True)
+        if old is not None and settings.get(key) is not None and _normal(old) != _normal(settings.get(key))
+    ]
+    if differences:
+        raise DataError(
+            f"{db} was indexed with other settings (run {run_id}): {'; '.join(differences)}",
+            "use another --db, or --overwrite to replace it",
+        )
+
+
+def find_run(con: duckdb.DuckDBPyConnection, source: str, settings: Mapping[str, object]) -> tuple[int, int] | None:
+    """The latest run over source with the same settings as (run_id, image_id_offset), or None."""
+    columns = ", ".join(f'"{key}"' for key in RESUME_KEYS)
+    rows = con.execute(
+        f"SELECT run_id, image_id_offset, {columns} FROM runs WHERE source = ? ORDER BY run_id DESC", [source]
+    ).fetchall()
+    for run_id, offset, *stored in rows:
+        if all(_normal(old) == _normal(settings.get(key)) for key, old in zip(RESUME_KEYS, stored, strict=True)):
+            return int(run_id), int(offset)
+    return None
+
+
+def create_run(
+    con: duckdb.DuckDBPyConnection, source: str, source_items: int | None, settings: Mapping[str, object]
+) -> tuple[int, int]:
+    """Insert a new running run and return (run_id, image_id_offset); ids start after every range already taken."""
+    next_run, after_images, after_runs = con.execute(
+        """SELECT (SELECT coalesce(max(run_id), 0) + 1 FROM runs),
+                  (SELECT coalesce(max(image_id), -1) + 1 FROM images),
+                  (SELECT coalesce(max(image_id_offset + source_items), 0) FROM runs)"""
+    ).fetchall()[0]
+    offset = max(int(after_images), int(after_runs))
+    row: dict[str, object] = {
+        **settings,
+        "run_id": int(next_run),
+        "status": "running",
+        "started_at": utc_now(),
+        "source": source,
+        "source_items": source_items,
+        "image_id_offset": offset,
+    }
+    names = ", ".join(f'"{name}"' for name in row)
+    marks = ", ".join("?" for _ in row)
+    con.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", list(row.values()))
+    return int(next_run), offset
+
+
+def mark_running(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
+    """Set a continued run back to running."""
+    con.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id])
+
+
+def mark_done(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
+    """Record that a run went through its whole source."""
+    con.execute("UPDATE runs SET status = 'done', finished_at = ? WHERE run_id = ?", [utc_now(), run_id])
+
+
+def done_keys(con: duckdb.DuckDBPyConnection, source: str) -> frozenset[tuple[str, int | None]]:
+    """The (path, source_row) of every item of source that any run already stored or skipped."""
+    rows = con.execute(
+        """SELECT i.path, i.source_row FROM images i JOIN runs r USING (run_id) WHERE r.source = ?
+           UNION SELECT s.path, s.source_row FROM skipped s JOIN runs r USING (run_id) WHERE r.source = ?""",
+        [source, source],
+    ).fetchall()
+    return frozenset((path, None if row is None else int(row)) for path, row in rows)
+
+
+def _normal(value: object) -> object:
+    """A value in the form both Python settings and DuckDB rows compare equal in."""
+    if isinstance(value, (list, tuple)):
+        return tuple(float(x) for x in value)
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return bool(value) if value is not None else None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
+
+
+def _show(value: object) -> str:
+    """A setting as the refusal message prints it."""
+    normal = _normal(value)
+    if isinstance(normal, tuple):
+        return "[" + ", ".join(f"{x:g}" for x in normal) + "]"
+    if isinstance(normal, float):
+        return f"{normal:g}"
+    return str(normal)

@@ -1,0 +1,349 @@
+"""The index writer: one run's batches of images and their codes, each batch in one DuckDB transaction via Arrow."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from saetui.errors import DataError
+from saetui.store import runs
+from saetui.store.connection import connect, remove_database
+from saetui.store.schema import SCHEMA_VERSION, CodeLayout, create_schema, read_layout, schema_version
+
+# DuckDB's row group holds 122,880 rows; the writer checkpoints after about four of them (~1,900 images of 257
+# tokens, ~200 MB of write-ahead log). DuckDB's own 16 MiB auto-checkpoint rewrote the open row group every few
+# batches and left a third of the file as free blocks; checkpointing rarely leaves almost none.
+CHECKPOINT_ROWS = 4 * 122_880
+_WAL_LIMIT = "1TiB"  # keeps DuckDB from checkpointing on its own between the writer's checkpoints
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One indexed image as the images table stores it."""
+
+    image_id: int
+    path: str
+    label: str | None
+    width: int
+    height: int
+    content_hash: str
+    source_row: int | None
+    thumbnail: bytes | None
+    source: str | None = None  # None: the run's source
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedItem:
+    """A source item that could not be indexed, and why."""
+
+    path: str
+    reason: str
+    source_row: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMoments:
+    """Sums over a batch's stored tokens for saev's normalised MSE: token count, sum of ||x||^2, sum of x."""
+
+    tokens: int
+    sum_sq: float
+    sum_x: np.ndarray  # [d_in] float64
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> BatchMoments:
+        """Moments of token vectors x [N, d_in], accumulated in float64."""
+        x64 = np.asarray(x, dtype=np.float64)
+        return cls(tokens=int(x64.shape[0]), sum_sq=float(np.square(x64).sum()), sum_x=x64.sum(axis=0))
+
+
+class IndexWriter:
+    """Writes one run into a database: whole batches atomically, skipped items, and the run's end."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        db: Path,
+        layout: CodeLayout,
+        source: str,
+        run_id: int,
+        image_id_offset: int,
+        resumed: bool,
+        done_keys: frozenset[tuple[str, int | None]],
+    ) -> None:
+        """Wrap an open read-write connection; use IndexWriter.open to get one."""
+        self._con: duckdb.DuckDBPyConnection | None = con
+        self.db = db
+        self.layout = layout
+        self.source = source
+        self.run_id = run_id
+        self.image_id_offset = image_id_offset
+        self.resumed = resumed
+        self.done_keys = done_keys
+        self.images_written = 0
+        self.skipped_written = 0
+        self._rows_since_checkpoint = 0
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        settings: Mapping[str, object],
+        *,
+        source: str,
+        source_items: int | None = None,
+        overwrite: bool = False,
+    ) -> IndexWriter:
+        """Open (creating if new) the database for a run over source, continuing the run with the same settings."""
+        db = Path(path)
+        if overwrite:
+            remove_database(db)
+        normal = runs.normalise_settings(settings)
+        layout = runs.code_layout(normal)
+        con = connect(db, read_only=False)
+        try:
+            con.execute(f"SET wal_autocheckpoint = '{_WAL_LIMIT}'")
+            con.execute("BEGIN TRANSACTION")
+            _prepare_schema(con, db, layout, normal)
+            found = runs.find_run(con, source, normal)
+            if found is None:
+                run_id, offset = runs.create_run(con, source, source_items, normal)
+            else:
+                run_id, offset = found
+                runs.mark_running(con, run_id)
+            done = runs.done_keys(con, source)
+            con.execute("COMMIT")
+        except BaseException:
+            con.close()
+            raise
+        return cls(con, db, layout, source, run_id, offset, found is not None, done)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open connection."""
+        if self._con is None:
+            raise RuntimeError("the index writer is closed")
+        return self._con
+
+    def write_batch(
+        self,
+        images: Sequence[ImageRecord],
+        tokens: np.ndarray,
+        features: np.ndarray,
+        values: np.ndarray,
+        sse: np.ndarray,
+        total_ss: np.ndarray,
+        moments: BatchMoments | None = None,
+        skipped: Sequence[SkippedItem] = (),
+    ) -> None:
+        """Store B images: tokens [T] stored per image, features/values [B, T, k], sse/total_ss [B, T], atomically."""
+        tables = self._batch_tables(images, tokens, features, values, sse, total_ss, skipped)
+        con = self.con
+        for table, arrow in tables.items():
+            con.register(f"_saetui_batch_{table}", arrow)
+        try:
+            self._insert(tables, [record.image_id for record in images], moments)
+        finally:
+            for table in tables:
+                con.unregister(f"_saetui_batch_{table}")
+        self.images_written += len(images)
+        self.skipped_written += len(skipped)
+        self._rows_since_checkpoint += len(images) * len(tokens)
+        if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
+            self.checkpoint()
+
+    def _insert(self, tables: Mapping[str, pa.Table], image_ids: list[int], moments: BatchMoments | None) -> None:
+        """Insert a batch's registered Arrow tables and its moments in one transaction."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in tables:
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _saetui_batch_{table}")
+            if moments is not None and image_ids:
+                con.execute(
+                    "INSERT INTO batch_moments VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        self.run_id,
+                        min(image_ids),
+                        max(image_ids),
+                        moments.tokens,
+                        moments.sum_sq,
+                        moments.sum_x.tolist(),
+                    ],
+                )
+            con.execute("COMMIT")
+        except duckdb.ConstraintException as exc:
+            _rollback(con)
+            raise DataError(
+                f"{self.db}: {str(exc).splitlines()[0]}", "image ids must be new; index into another --db"
+            ) from None
+        except BaseException:
+            _rollback(con)
+            raise
+
+    def record_skipped(self, path: str, reason: str, source_row: int | None = None) -> None:
+        """Record one item that could not be indexed (its own transaction)."""
+        self.con.execute(
+            "INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", [path, reason, source_row, self.run_id, runs.utc_now()]
+        )
+        self.skipped_written += 1
+
+    def checkpoint(self) -> None:
+        """Write everything committed into the compressed file and empty the write-ahead log."""
+        self.con.execute("CHECKPOINT")
+        self._rows_since_checkpoint = 0
+
+    def finish_run(self) -> None:
+        """Mark the run done (its whole source was seen) and checkpoint."""
+        runs.mark_done(self.con, self.run_id)
+        self.checkpoint()
+
+    def close(self) -> None:
+        """Close the connection; a run not finished stays 'running' and resumes next time."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> IndexWriter:
+        """Use the writer as a context manager that closes it."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close on leaving the block, error or not."""
+        self.close()
+
+    def _batch_tables(
+        self,
+        images: Sequence[ImageRecord],
+        tokens: np.ndarray,
+        features: np.ndarray,
+        values: np.ndarray,
+        sse: np.ndarray,
+        total_ss: np.ndarray,
+        skipped: Sequence[SkippedItem],
+    ) -> dict[str, pa.Table]:
+        """Check a batch's arrays and build the Arrow tables to insert, keyed by target table."""
+        k = self.layout.k
+        count = len(images)
+        tokens = np.asarray(tokens)
+        features = np.asarray(features)
+        values = np.asarray(values, dtype=np.float32)
+        if tokens.ndim != 1:
+            raise ValueError(f"tokens must be one-dimensional, not of shape {tokens.shape}")
+        pair_shape = (count, tokens.shape[0], k)
+        token_shape = pair_shape[:2]
+        for name, array, shape in (
+            ("features", features, pair_shape),
+            ("values", values, pair_shape),
+            ("sse", sse, token_shape),
+            ("total_ss", total_ss, token_shape),
+        ):
+            if np.shape(array) != shape:
+                raise ValueError(f"{name} has shape {np.shape(array)}, expected {shape}")
+        if not np.issubdtype(features.dtype, np.integer):
+            raise ValueError(f"features must be integers, not {features.dtype}")
+        if features.size and (features.min() < 0 or features.max() >= self.layout.n_features):
+            raise ValueError(f"features must lie in [0, {self.layout.n_features})")
+        tables: dict[str, pa.Table] = {}
+        if count:
+            tables["images"] = self._images_table(images)
+            tables["token_codes"] = self._codes_table(images, tokens, features, values, sse, total_ss)
+        if skipped:
+            now = runs.utc_now()
+            tables["skipped"] = pa.table(
+                {
+                    "path": pa.array([item.path for item in skipped], pa.string()),
+                    "reason": pa.array([item.reason for item in skipped], pa.string()),
+                    "source_row": pa.array([item.source_row for item in skipped], pa.int64()),
+                    "run_id": pa.array([self.run_id] * len(skipped), pa.int32()),
+                    "skipped_at": pa.array([now] * len(skipped), pa.timestamp("us")),
+                }
+            )
+        return tables
+
+    def _images_table(self, images: Sequence[ImageRecord]) -> pa.Table:
+        """The images rows of a batch."""
+        return pa.table(
+            {
+                "image_id": pa.array([r.image_id for r in images], pa.int32()),
+                "path": pa.array([r.path for r in images], pa.string()),
+                "label": pa.array([r.label for r in images], pa.string()),
+                "width": pa.array([r.width for r in images], pa.int32()),
+                "height": pa.array([r.height for r in images], pa.int32()),
+                "content_hash": pa.array([r.content_hash for r in images], pa.string()),
+                "source": pa.array([r.source or self.source for r in images], pa.string()),
+                "source_row": pa.array([r.source_row for r in images], pa.int64()),
+                "run_id": pa.array([self.run_id] * len(images), pa.int32()),
+                "thumbnail": pa.array([r.thumbnail for r in images], pa.binary()),
+            }
+        )
+
+    def _codes_table(
+        self,
+        images: Sequence[ImageRecord],
+        tokens: np.ndarray,
+        features: np.ndarray,
+        values: np.ndarray,
+        sse: np.ndarray,
+        total_ss: np.ndarray,
+    ) -> pa.Table:
+        """The token_codes rows of a batch: pairs sorted by feature within each token, features as keys."""
+        k = self.layout.k
+        count, n_tokens = features.shape[:2]
+        order = np.argsort(features, axis=2)
+        sorted_features = np.take_along_axis(features, order, axis=2).reshape(-1, k)
+        sorted_values = np.ascontiguousarray(np.take_along_axis(values, order, axis=2)).reshape(-1)
+        image_ids = np.array([r.image_id for r in images], dtype=np.int64)
+        serials = (image_ids[:, None] * n_tokens + np.arange(n_tokens)).reshape(-1)
+        keys = self.layout.encode(serials, sorted_features).reshape(-1)
+        return pa.table(
+            {
+                "image_id": pa.array(np.repeat(image_ids.astype(np.int32), n_tokens)),
+                "token": pa.array(np.tile(tokens.astype(np.int16), count)),
+                "feature_keys": pa.FixedSizeListArray.from_arrays(pa.array(keys), k),
+                "feature_values": pa.FixedSizeListArray.from_arrays(pa.array(sorted_values), k),
+                "sse": pa.array(np.asarray(sse, dtype=np.float32).reshape(-1)),
+                "total_ss": pa.array(np.asarray(total_ss, dtype=np.float32).reshape(-1)),
+            }
+        )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll the open transaction back; a failed COMMIT has already done so itself."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        return
+
+
+def _prepare_schema(
+    con: duckdb.DuckDBPyConnection, db: Path, layout: CodeLayout, settings: Mapping[str, object]
+) -> None:
+    """Create the schema in a new database, or check that an existing one can take this run."""
+    existing = read_layout(con)
+    if existing is None:
+        tables = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()[0][0]
+        if tables:
+            raise DataError(f"{db} is a DuckDB database saetui did not write", "choose another --db")
+        create_schema(con, layout)
+        return
+    version = schema_version(con)
+    if version != SCHEMA_VERSION:
+        raise DataError(
+            f"{db} has saetui schema version {version}, this saetui writes version {SCHEMA_VERSION}",
+            "use another --db, or --overwrite to replace it",
+        )
+    runs.check_compatible(con, db, settings)
+    if existing != layout:
+        raise DataError(
+            f"{db} stores k={existing.k} of {existing.n_features} features, this run has k={layout.k} of "
+            f"{layout.n_features}",
+            "use another --db, or --overwrite to replace it",
+        )
