@@ -78,8 +78,7 @@ def _tensor(state: dict, key: str, ndim: int, path: Path) -> torch.Tensor:
         raise DataError(f"checkpoint {path}: model_state_dict['{key}'] is not a float tensor", _HINT)
     if value.ndim != ndim:
         raise DataError(
-            f"checkpoint {path}: model_state_dict['{key}'] has shape {list(value.shape)}, "
-            f"expected {ndim} dims",
+            f"checkpoint {path}: model_state_dict['{key}'] has shape {list(value.shape)}, expected {ndim} dims",
             _HINT,
         )
     if not bool(torch.isfinite(value).all()):
@@ -130,9 +129,7 @@ def load_checkpoint(path: Path) -> SaeCheckpoint:
     for key, actual in (("d_in", d_in), ("n_features", n_features)):
         declared = _optional_int(data, key, path)
         if declared is not None and declared != actual:
-            raise DataError(
-                f"checkpoint {path}: '{key}' says {declared} but the tensors have {actual}", _HINT
-            )
+            raise DataError(f"checkpoint {path}: '{key}' says {declared} but the tensors have {actual}", _HINT)
     log_id = data.get("log_id")
     return SaeCheckpoint(
         pre_b=pre_b,

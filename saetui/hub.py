@@ -92,9 +92,7 @@ def parse_checkpoint(value: str) -> int | None:
         return None
     if value.isdigit():
         return int(value)
-    raise UsageError(
-        f"invalid checkpoint '{value}'", "use 'latest' or the token count of a checkpoint, e.g. 100069632"
-    )
+    raise UsageError(f"invalid checkpoint '{value}'", "use 'latest' or the token count of a checkpoint, e.g. 100069632")
 
 
 @contextmanager
@@ -130,9 +128,7 @@ def _hub_errors(repo_id: str, revision: str, what: str, hub_dir: Path) -> Iterat
                 f"{repo_id} has no {what} at revision '{revision}'",
                 "`saetui fetch --list` shows the checkpoints the hub has",
             ) from None
-        raise NetworkError(
-            f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint
-        ) from None
+        raise NetworkError(f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint) from None
     except (LocalEntryNotFoundError, RevisionResolutionError, OfflineModeIsEnabled) as error:
         if is_offline():
             raise NotFoundError(
@@ -142,9 +138,7 @@ def _hub_errors(repo_id: str, revision: str, what: str, hub_dir: Path) -> Iterat
         cause = error.__cause__ or error.__context__
         if isinstance(cause, HfHubHTTPError):
             status = cause.response.status_code if cause.response is not None else None
-            raise NetworkError(
-                f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint
-            ) from None
+            raise NetworkError(f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint) from None
         if isinstance(cause, FileMetadataError):
             raise NetworkError(
                 f"{endpoint} did not answer like a Hugging Face hub for {what} of {repo_id}",
@@ -174,18 +168,14 @@ def _hub_commit(api: HfApi, repo_id: str, revision: str) -> str:
     """Ask the hub which commit a revision is; fails fast (no retries) when the hub cannot be reached."""
     sha = api.model_info(repo_id, revision=revision, expand=["sha"]).sha
     if not sha:
-        raise NetworkError(
-            f"{constants.ENDPOINT} gave no commit for {repo_id}@{revision}", "check HF_ENDPOINT"
-        )
+        raise NetworkError(f"{constants.ENDPOINT} gave no commit for {repo_id}@{revision}", "check HF_ENDPOINT")
     return sha
 
 
 def _cached_commit(api: HfApi, repo_id: str, revision: str, hub_dir: Path) -> str | None:
     """The commit a revision had when it was last fetched (from the cache's refs); None if never fetched."""
     try:
-        return api.resolve_revision(
-            repo_id, revision=revision, cache_dir=hub_dir, local_files_only=True
-        ).resolved
+        return api.resolve_revision(repo_id, revision=revision, cache_dir=hub_dir, local_files_only=True).resolved
     except RevisionResolutionError:
         return None
 
@@ -304,9 +294,7 @@ def _fetch_model(api: HfApi, spec: SaeSpec, hub_dir: Path) -> tuple[Path, Path, 
     missing = [] if OPEN_CLIP_CONFIG in present else [OPEN_CLIP_CONFIG]
     missing += [] if weights_name is not None else [" or ".join(WEIGHT_FILES)]
     if weights_name is None or missing:
-        where, hint = (
-            ("in the cache", "run without HF_HUB_OFFLINE=1") if is_offline() else ("on the hub", None)
-        )
+        where, hint = ("in the cache", "run without HF_HUB_OFFLINE=1") if is_offline() else ("on the hub", None)
         raise NotFoundError(
             f"model repo {repo_id} has no {', '.join(missing)} {where}",
             hint or f"{spec.model} must be an open_clip model repo",

@@ -86,9 +86,7 @@ def layer20_cache(fetched_layer20: FetchedCache, tmp_path: Path) -> FetchedCache
 
 
 @pytest.fixture
-def hub_in_process(
-    hub: FakeHub, layer20_cache: FetchedCache, monkeypatch: pytest.MonkeyPatch
-) -> FetchedCache:
+def hub_in_process(hub: FakeHub, layer20_cache: FetchedCache, monkeypatch: pytest.MonkeyPatch) -> FetchedCache:
     """Point this process's huggingface_hub at the fake hub (as its own tests do) and saetui at a cache copy.
 
     huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import, so in-process tests patch the
@@ -97,9 +95,7 @@ def hub_in_process(
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     home = layer20_cache.cache_dir.parent / "hf_home"
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))

@@ -52,9 +52,7 @@ def _snapshot(cache: Path, repo_id: str, commit: str) -> Path:
 # --- through a subprocess: the environment variables themselves ------------------------------------------
 
 
-def test_fresh_fetch_puts_sae_model_and_preprocessing_in_the_cache(
-    layer20_first_fetch, fake_hub: FakeHub
-) -> None:
+def test_fresh_fetch_puts_sae_model_and_preprocessing_in_the_cache(layer20_first_fetch, fake_hub: FakeHub) -> None:
     """`saetui fetch layer20` downloads the latest checkpoint, the model weights and both configs intact."""
     (cache, _), done = layer20_first_fetch
     fields = _fields(done.stdout)
@@ -87,9 +85,7 @@ def test_second_fetch_downloads_nothing(hub: FakeHub, layer20_first_fetch, run_s
     assert hub.file_downloads() == []
 
 
-def test_offline_fetch_resolves_latest_from_the_cache(
-    hub: FakeHub, fetched_layer20: FetchedCache, run_saetui
-) -> None:
+def test_offline_fetch_resolves_latest_from_the_cache(hub: FakeHub, fetched_layer20: FetchedCache, run_saetui) -> None:
     """With HF_HUB_OFFLINE=1 the fetch succeeds without a single request, "latest" included."""
     done = run_saetui("fetch", "layer20", env={**fetched_layer20.env, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
@@ -112,9 +108,7 @@ def test_unknown_name_exits_2_naming_the_valid_ones(hub_in_process: FetchedCache
         assert f"layer{layer}," in line or f"layer{layer};" in line
 
 
-def test_list_shows_every_layer_with_sizes_and_cached_marks(
-    hub_in_process: FetchedCache, hub: FakeHub, capfd
-) -> None:
+def test_list_shows_every_layer_with_sizes_and_cached_marks(hub_in_process: FetchedCache, hub: FakeHub, capfd) -> None:
     """`saetui fetch --list` lists the hub's checkpoints of all eight layers, their sizes, what is cached."""
     assert main(["fetch", "--list"]) == 0
     out = capfd.readouterr().out.strip().splitlines()
@@ -158,9 +152,7 @@ def test_fetch_returns_local_paths_and_provenance(hub_in_process: FetchedCache, 
     assert hub.file_downloads() == []  # all of it was in the cache already
 
 
-def test_interrupted_download_resumes_with_a_range_request(
-    hub_in_process: FetchedCache, hub: FakeHub
-) -> None:
+def test_interrupted_download_resumes_with_a_range_request(hub_in_process: FetchedCache, hub: FakeHub) -> None:
     """The server cuts the connection mid-file once; the download resumes with Range; the file is intact."""
     path = f"8_resid/{FINAL_TOKENS}.pt"
     big = tiny_sae_bytes(n_features=50_000, seed=8, token_count=FINAL_TOKENS)  # > one 10 MiB download chunk
@@ -209,9 +201,7 @@ def test_unreachable_hub_is_a_network_error(
 
     closed = "http://127.0.0.1:9"  # discard port: nothing listens there
     monkeypatch.setattr(constants, "ENDPOINT", closed)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}"
-    )
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
     assert main(["fetch", "layer20"]) == 4
     line = _one_error_line(capfd.readouterr().err)
     assert f"cannot reach {closed}" in line and "HF_HUB_OFFLINE=1" in line
@@ -285,9 +275,7 @@ def _write_config(cache: FetchedCache, text: str) -> None:
     Path(cache.env["SAETUI_CONFIG"]).write_text(text, encoding="utf-8")
 
 
-def test_user_config_entry_fetches_a_single_file_sae(
-    hub_in_process: FetchedCache, hub: FakeHub, capfd
-) -> None:
+def test_user_config_entry_fetches_a_single_file_sae(hub_in_process: FetchedCache, hub: FakeHub, capfd) -> None:
     """A [sae.<name>] entry (hub repo + file, open_clip model id, layer) fetches, validates and lists."""
     sae = tiny_sae_bytes(seed=77, token_count=123_456, log_id="mine")
     hub.add_repo("tester/tiny-sae", {"checkpoints/sae.pt": sae, "README.md": b"# mine\n"})
@@ -307,9 +295,7 @@ def test_user_config_entry_fetches_a_single_file_sae(
     assert list_checkpoints(get_spec("mine"))[0].cached
     assert main(["fetch", "--list"]) == 0
     mine = [line.split() for line in capfd.readouterr().out.splitlines() if line.startswith("mine ")]
-    assert mine == [
-        ["mine", "5", "tester/tiny-sae", "checkpoints/sae.pt", f"{len(sae) / 1000:.1f}", "kB", "yes"]
-    ]
+    assert mine == [["mine", "5", "tester/tiny-sae", "checkpoints/sae.pt", f"{len(sae) / 1000:.1f}", "kB", "yes"]]
 
 
 def test_sae_wider_than_the_model_is_removed(hub_in_process: FetchedCache, hub: FakeHub, capfd) -> None:
@@ -338,8 +324,7 @@ def test_model_repo_with_only_a_pickled_state_dict_and_no_preprocessor(
     _write_config(
         hub_in_process,
         "".join(
-            f'[sae.{name}]\nrepo = "tester/sae-for-bare"\nfile = "sae.pt"\nmodel = "hf-hub:tester/{model}"\n'
-            "layer = 1\n"
+            f'[sae.{name}]\nrepo = "tester/sae-for-bare"\nfile = "sae.pt"\nmodel = "hf-hub:tester/{model}"\nlayer = 1\n'
             for name, model in (("bare", "bare-clip"), ("headless", "headless-clip"))
         ),
     )

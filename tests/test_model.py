@@ -125,9 +125,7 @@ def test_bad_requests_and_broken_folders(model_dir: Path, tmp_path: Path) -> Non
     with pytest.raises(DataError, match="cannot read weights") as info:
         VisionTrunk.from_dir(write_files(tmp_path / "broken", broken), 2, device="cpu")
     assert "\n" not in info.value.one_line()
-    no_weights = write_files(
-        tmp_path / "config_only", {"open_clip_config.json": files["open_clip_config.json"]}
-    )
+    no_weights = write_files(tmp_path / "config_only", {"open_clip_config.json": files["open_clip_config.json"]})
     with pytest.raises(NotFoundError, match="open_clip_model.safetensors"):
         VisionTrunk.from_dir(no_weights, 2, device="cpu")
     with pytest.raises(UsageError, match="unknown device"):

@@ -131,9 +131,7 @@ def test_matches_hf_processor_on_synthetic_sizes(
     array = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
     if mode == "RGBA":
         array[..., 3] = rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8)
-    image = Image.fromarray(
-        array.squeeze(-1) if channels == 1 else array, mode="L" if channels == 1 else mode
-    )
+    image = Image.fromarray(array.squeeze(-1) if channels == 1 else array, mode="L" if channels == 1 else mode)
     if mode == "P":
         image = image.convert("P")
     expected = hf_processor(images=[image], return_tensors="np")["pixel_values"][0]

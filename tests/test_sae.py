@@ -43,9 +43,7 @@ def _assert_matches_reference(sae: TopKSae, ckpt: SaeCheckpoint, x: torch.Tensor
 
 
 @pytest.mark.parametrize(("feature_block", "token_chunk"), [(100, 7), (33, 1000), (512, 64), (8192, 2048)])
-def test_encode_decode_match_dense_reference(
-    feature_block: int, token_chunk: int, ckpt: SaeCheckpoint
-) -> None:
+def test_encode_decode_match_dense_reference(feature_block: int, token_chunk: int, ckpt: SaeCheckpoint) -> None:
     """Any block/chunk split (including blocks that do not divide 512) gives the reference's numbers."""
     sae = TopKSae.from_checkpoint(ckpt, "cpu", feature_block=feature_block, token_chunk=token_chunk)
     assert (sae.k, sae.d_in, sae.n_features) == (32, TINY_WIDTH, 512)

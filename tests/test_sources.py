@@ -108,9 +108,7 @@ def test_imagenet_metadata() -> None:
     assert len(wnids) == len(names) == 1000 == len(set(wnids))
     assert wnids[:2] == ["n01440764", "n01443537"] and names[:2] == ["tench", "goldfish"]
     assert wnids == (Path(SAMPLE).parent / "imagenet_wnids.txt").read_text().split()
-    assert (
-        imagenet.is_wnid("n15075141") and not imagenet.is_wnid("n99999999") and not imagenet.is_wnid("cats")
-    )
+    assert imagenet.is_wnid("n15075141") and not imagenet.is_wnid("n99999999") and not imagenet.is_wnid("cats")
     assert imagenet.wnid_to_name()["n15075141"] == "toilet paper"
 
 
@@ -208,9 +206,7 @@ def test_parquet_with_bytes_and_string_labels(tmp_path: Path) -> None:
 
 def test_parquet_with_paths_and_integer_labels(tmp_path: Path) -> None:
     write_file(tmp_path / "pics" / "x.png", png_bytes((4, 4, 4)))
-    table = pa.table(
-        {"label": [3, 0, 1], "path": ["pics/x.png", str(GOOD_COLOUR), ""], "other": [1.0, 2.0, 3.0]}
-    )
+    table = pa.table({"label": [3, 0, 1], "path": ["pics/x.png", str(GOOD_COLOUR), ""], "other": [1.0, 2.0, 3.0]})
     pq.write_table(table, tmp_path / "paths.parquet")
     items = list(open_source(str(tmp_path / "paths.parquet")).items())
     assert [(item.path, item.label) for item in items[:2]] == [
@@ -257,9 +253,7 @@ def test_parquet_folder_picks_the_split_and_resumes_across_files(tmp_path: Path)
         colours = [(shard, row, 0) for row in range(5)]
         table = hf_style_table(colours, [row % 2 for row in range(5)], ["even", "odd"])
         pq.write_table(table, data / f"train-0000{shard}-of-00002.parquet", row_group_size=2)
-    pq.write_table(
-        hf_style_table([(7, 7, 7)], [0], ["even", "odd"]), data / "validation-00000-of-00001.parquet"
-    )
+    pq.write_table(hf_style_table([(7, 7, 7)], [0], ["even", "odd"]), data / "validation-00000-of-00001.parquet")
     source = open_source(str(tmp_path))
     assert isinstance(source, ParquetSource) and len(source) == 10
     items = list(source.items())
@@ -344,9 +338,7 @@ def test_hf_source_without_datasets_says_how_to_install(monkeypatch: pytest.Monk
 def test_dataset_saved_to_disk(tmp_path: Path) -> None:
     """A dataset written by datasets.save_to_disk, read through datasets (optional extra saetui[datasets])."""
     datasets = pytest.importorskip("datasets")
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])}
-    )
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
     rows = {
         "image": [{"bytes": png_bytes((i, 0, 0)), "path": f"{i}.png"} for i in range(3)],
         "label": [1, 0, 1],

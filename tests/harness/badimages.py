@@ -30,12 +30,7 @@ def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
     """A valid-looking, 100-byte PNG whose header claims width x height 8-bit greyscale pixels."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     pixels = zlib.compress(b"\x00" * (width + 1))  # one row; the rest is missing
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", pixels)
-        + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
 
 
 def encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -128,9 +123,7 @@ def make_bad_input_folder(root: Path) -> dict[str, str | None]:
     write("bad/truncated.png", png[: len(png) // 2], "truncated PNG")
     corrupt = bytearray(colour)
     middle = len(corrupt) // 2
-    corrupt[middle : middle + 2000] = (
-        np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
-    )
+    corrupt[middle : middle + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
     write("bad/corrupt_middle.jpg", bytes(corrupt), "corrupt JPEG")
     write("bad/corrupt_header.jpg", colour[:2] + b"\x00" * 64 + colour[66:], "not an image")
     write("bad/text.jpg", b"this is a text file, not a photo\nsecond line\n", "not an image (text/plain?)")

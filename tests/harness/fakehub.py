@@ -308,9 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self._log(status, known)
 
-    def _json(
-        self, status: int, payload: object, headers: dict[str, str] | None = None, known: bool = True
-    ) -> None:
+    def _json(self, status: int, payload: object, headers: dict[str, str] | None = None, known: bool = True) -> None:
         """Send a JSON response."""
         body = json.dumps(payload).encode()
         self._send(status, body, {"Content-Type": "application/json", **(headers or {})}, known)
@@ -468,9 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
         recursive = params.get("recursive", ["false"])[0].lower() == "true"
         entries = list(self._tree_entries(repo_id, repo, folder, recursive))
         if folder and not entries:
-            self._error(
-                404, "EntryNotFound", f"{folder} does not exist at {revision}", {"X-Repo-Commit": repo.sha}
-            )
+            self._error(404, "EntryNotFound", f"{folder} does not exist at {revision}", {"X-Repo-Commit": repo.sha})
             return
         cursor = int(params.get("cursor", ["0"])[0])
         page = entries[cursor : cursor + self.hub.page_size]
@@ -480,15 +476,11 @@ class _Handler(BaseHTTPRequestHandler):
             if folder:
                 base += "/" + quote(folder, safe="")
             expand = params.get("expand", ["false"])[0]
-            following = (
-                f"{base}?recursive={str(recursive).lower()}&expand={expand}&cursor={cursor + len(page)}"
-            )
+            following = f"{base}?recursive={str(recursive).lower()}&expand={expand}&cursor={cursor + len(page)}"
             headers["Link"] = f'<{following}>; rel="next"'
         self._json(200, page, headers)
 
-    def _tree_entries(
-        self, repo_id: str, repo: _Repo, folder: str, recursive: bool
-    ) -> Iterator[dict[str, object]]:
+    def _tree_entries(self, repo_id: str, repo: _Repo, folder: str, recursive: bool) -> Iterator[dict[str, object]]:
         """Folder and file entries under `folder`: folders first, then files, each sorted."""
         prefix = f"{folder}/" if folder else ""
         folders: set[str] = set()
