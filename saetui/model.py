@@ -31,17 +31,13 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("mps")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise UsageError(
-                f"device {name} is not available: torch sees no CUDA GPU", "use --device auto or cpu"
-            )
+            raise UsageError(f"device {name} is not available: torch sees no CUDA GPU", "use --device auto or cpu")
         try:
             device = torch.device(name)
         except RuntimeError:
             raise UsageError(f"invalid device {name!r}", "use cuda or cuda:N") from None
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(
-                f"device {name} does not exist: {torch.cuda.device_count()} GPU(s)", "use cuda:0"
-            )
+            raise UsageError(f"device {name} does not exist: {torch.cuda.device_count()} GPU(s)", "use cuda:0")
         return device
     raise UsageError(f"unknown device {name!r}", "use auto, cpu, cuda, cuda:N or mps")
 
@@ -106,9 +102,7 @@ def _load_tensors(path: Path, prefix: str, keys: set[str]) -> dict[str, torch.Te
         raise
     except Exception as error:  # safetensors and torch raise many types for a truncated or corrupt file
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(
-            f"cannot read weights {path}: {detail}", "delete the model folder and fetch again"
-        ) from None
+        raise DataError(f"cannot read weights {path}: {detail}", "delete the model folder and fetch again") from None
     missing = sorted(keys - found.keys())
     if missing:
         raise DataError(
@@ -159,9 +153,7 @@ class VisionTrunk(torch.nn.Module):
                 cast_dtype=dtype if dtype != torch.float32 else None,  # bf16 -> LayerNorm computed in fp32
             )
         if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
-            raise DataError(
-                f"{model_dir}: unsupported vision tower {type(visual).__name__}", "use a ViT CLIP model"
-            )
+            raise DataError(f"{model_dir}: unsupported vision tower {type(visual).__name__}", "use a ViT CLIP model")
         visual.ln_post = torch.nn.Identity()
         visual.proj = None
         keys = set(visual.state_dict().keys())
@@ -211,7 +203,5 @@ def load_clip(model_dir: Path, device: str | torch.device = "cpu") -> torch.nn.M
         model = open_clip.create_model(f"local-dir:{model_dir}", device=torch_device)
     except (RuntimeError, ValueError, KeyError, OSError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(
-            f"cannot build the CLIP model in {model_dir}: {detail}", "fetch the model again"
-        ) from None
+        raise DataError(f"cannot build the CLIP model in {model_dir}: {detail}", "fetch the model again") from None
     return model.eval().requires_grad_(False)

@@ -81,9 +81,7 @@ def _check_hf_steps(config: dict[str, Any], path: Path) -> None:
         if config.get(flag, True) is not True:
             raise DataError(f"{path}: {flag} is off", "saetui supports CLIP-style preprocessing only")
     if config.get("resample", _BICUBIC) != _BICUBIC:
-        raise DataError(
-            f"{path}: resample {config['resample']} is not bicubic", "use a CLIP preprocessor config"
-        )
+        raise DataError(f"{path}: resample {config['resample']} is not bicubic", "use a CLIP preprocessor config")
     if abs(float(config.get("rescale_factor", _RESCALE)) - _RESCALE) > 1e-12:
         raise DataError(f"{path}: rescale_factor is not 1/255", "use a CLIP preprocessor config")
     size = config.get("size", 224)

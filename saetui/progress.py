@@ -18,9 +18,7 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Counts done items against a total and reports rate and ETA on stderr."""
 
-    def __init__(
-        self, total: int, label: str, stream: TextIO | None = None, interval: float | None = None
-    ) -> None:
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, interval: float | None = None) -> None:
         """Start counting; on a non-terminal stream report at most every `interval` seconds (default 10)."""
         self.total = total
         self.label = label

@@ -49,9 +49,7 @@ class SaeSpec:
     def checkpoint_file(self, tokens: int) -> str:
         """The repo path of the checkpoint trained on `tokens` tokens (folder entries only)."""
         if self.folder is None:
-            raise UsageError(
-                f"SAE '{self.name}' is the single file {self.file}", "leave out --checkpoint for this SAE"
-            )
+            raise UsageError(f"SAE '{self.name}' is the single file {self.file}", "leave out --checkpoint for this SAE")
         return f"{self.folder}/{tokens}.pt"
 
 
@@ -111,17 +109,13 @@ def _user_spec(path: Path, name: str, table: Any, builtin_names: set[str]) -> Sa
     if unknown:
         raise _config_error(path, f"[sae.{name}] has unknown keys {', '.join(unknown)}")
     if ("folder" in table) == ("file" in table):
-        raise _config_error(
-            path, f"[sae.{name}] needs exactly one of folder (checkpoints <tokens>.pt) or file"
-        )
+        raise _config_error(path, f"[sae.{name}] needs exactly one of folder (checkpoints <tokens>.pt) or file")
     repo = _typed(path, name, table, "repo", str)
     if not _REPO_ID.fullmatch(repo):
         raise _config_error(path, f"[sae.{name}] repo must look like ORG/NAME, got {repo!r}")
     model = _typed(path, name, table, "model", str)
     if not model.startswith(HF_HUB_PREFIX) or not _REPO_ID.fullmatch(model.removeprefix(HF_HUB_PREFIX)):
-        raise _config_error(
-            path, f"[sae.{name}] model must be an open_clip hub id hf-hub:ORG/NAME, got {model!r}"
-        )
+        raise _config_error(path, f"[sae.{name}] model must be an open_clip hub id hf-hub:ORG/NAME, got {model!r}")
     layer = _typed(path, name, table, "layer", int)
     if layer < 0:
         raise _config_error(path, f"[sae.{name}] layer must be >= 0, got {layer}")
@@ -130,15 +124,11 @@ def _user_spec(path: Path, name: str, table: Any, builtin_names: set[str]) -> Sa
         if value <= 0:
             raise _config_error(path, f"[sae.{name}] {key} must be positive, got {value}")
     optional = {
-        key: _typed(path, name, table, key, str)
-        for key in ("folder", "file", "pretrained", "revision")
-        if key in table
+        key: _typed(path, name, table, key, str) for key in ("folder", "file", "pretrained", "revision") if key in table
     }
     for key in ("folder", "file"):
         if key in optional and (not optional[key] or optional[key].startswith("/")):
-            raise _config_error(
-                path, f"[sae.{name}] {key} must be a path inside the repo, got {optional[key]!r}"
-            )
+            raise _config_error(path, f"[sae.{name}] {key} must be a path inside the repo, got {optional[key]!r}")
     if "folder" in optional:
         optional["folder"] = optional["folder"].rstrip("/")
     return SaeSpec(name=name, repo_id=repo, model=model, layer=layer, source=str(path), **sizes, **optional)
@@ -155,9 +145,7 @@ def user_specs(path: Path | None = None) -> list[SaeSpec]:
         raise _config_error(path, f"not valid TOML ({error})") from None
     unknown = sorted(data.keys() - {"sae"})
     if unknown:
-        raise _config_error(
-            path, f"unknown top-level keys {', '.join(unknown)} (SAE entries go in [sae.<name>])"
-        )
+        raise _config_error(path, f"unknown top-level keys {', '.join(unknown)} (SAE entries go in [sae.<name>])")
     tables = data.get("sae", {})
     if not isinstance(tables, dict):
         raise _config_error(path, "sae must be a table of [sae.<name>] tables")
@@ -177,6 +165,4 @@ def get_spec(name: str) -> SaeSpec:
         if spec.name == name:
             return spec
     valid = ", ".join(spec.name for spec in specs)
-    raise UsageError(
-        f"unknown SAE '{name}'", f"valid names: {valid}; add your own as [sae.<name>] in {config_path()}"
-    )
+    raise UsageError(f"unknown SAE '{name}'", f"valid names: {valid}; add your own as [sae.<name>] in {config_path()}")

@@ -226,9 +226,7 @@ class ListFileSource(ImageSource):
             label = raw_label.strip() or None
             entries.setdefault(path, label)
         if not entries:
-            raise DataError(
-                f"no images found in {spec} (the list file names no paths)", "one image path per line"
-            )
+            raise DataError(f"no images found in {spec} (the list file names no paths)", "one image path per line")
         self._entries = list(entries.items())
 
     def describe(self) -> str:
@@ -290,9 +288,7 @@ class ParquetSource(ImageSource):
     stored in the file's Hugging Face schema metadata when present, else their decimal text.
     """
 
-    def __init__(
-        self, spec: str, files: list[Path], *, image_column: str | None, label_column: str | None
-    ) -> None:
+    def __init__(self, spec: str, files: list[Path], *, image_column: str | None, label_column: str | None) -> None:
         """Open the files and choose the columns from the first file's schema."""
         import pyarrow.parquet as pq
 
@@ -302,9 +298,7 @@ class ParquetSource(ImageSource):
         try:
             metadata = [pq.read_metadata(file) for file in self.files]
         except (OSError, ValueError) as exc:
-            raise DataError(
-                f"unreadable Parquet file in {spec}: {exc}", "check the file is complete"
-            ) from None
+            raise DataError(f"unreadable Parquet file in {spec}: {exc}", "check the file is complete") from None
         schema = metadata[0].schema.to_arrow_schema()
         self.columns = _choose_columns(
             spec, _schema_kinds(schema), _class_label_names(schema.metadata), image_column, label_column
@@ -348,15 +342,11 @@ class ParquetSource(ImageSource):
             return
         for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=groups, columns=wanted):
             images = batch.column(self.columns.image).to_pylist()
-            labels = (
-                batch.column(self.columns.label).to_pylist() if self.columns.label else [None] * len(images)
-            )
+            labels = batch.column(self.columns.label).to_pylist() if self.columns.label else [None] * len(images)
             for image_value, label_value in zip(images, labels, strict=True):
                 if row >= start:
                     label = _label_text(label_value, names)
-                    yield _table_item(
-                        f"{tag}:{row}", f"{file}#{row}", file.parent, image_value, label, offset + row
-                    )
+                    yield _table_item(f"{tag}:{row}", f"{file}#{row}", file.parent, image_value, label, offset + row)
                 row += 1
 
     def __len__(self) -> int:
@@ -386,9 +376,7 @@ def _schema_kinds(schema: Any) -> dict[str, str]:
             kinds[column.name] = "bytes"
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             kinds[column.name] = "path"
-        elif pa.types.is_struct(kind) and {"bytes", "path"} & {
-            kind.field(i).name for i in range(kind.num_fields)
-        }:
+        elif pa.types.is_struct(kind) and {"bytes", "path"} & {kind.field(i).name for i in range(kind.num_fields)}:
             kinds[column.name] = "struct"
         elif pa.types.is_integer(kind):
             kinds[column.name] = "integer"
@@ -427,17 +415,13 @@ def _choose_columns(
         raise UsageError(f"no column '{label_column}' in {spec} (columns: {available})", "fix --label-column")
     image = image_column or _by_name(kinds, IMAGE_COLUMN_NAMES) or _by_kind(kinds, ("struct", "bytes"))
     if image is None:
-        raise DataError(
-            f"no image column found in {spec} (columns: {available})", "name it with --image-column"
-        )
+        raise DataError(f"no image column found in {spec} (columns: {available})", "name it with --image-column")
     if kinds[image] not in ("bytes", "path", "struct"):
         raise DataError(
             f"column '{image}' in {spec} holds neither image bytes nor paths",
             "name the image column with --image-column",
         )
-    label = (
-        label_column or _by_name(kinds, LABEL_COLUMN_NAMES, exclude=image) or next(iter(label_names), None)
-    )
+    label = label_column or _by_name(kinds, LABEL_COLUMN_NAMES, exclude=image) or next(iter(label_names), None)
     return _Columns(image=image, label=label, label_names=label_names.get(label) if label else None)
 
 
@@ -452,9 +436,7 @@ def _by_kind(kinds: dict[str, str], wanted: Iterable[str]) -> str | None:
     return next((column for kind in wanted for column, found in kinds.items() if found == kind), None)
 
 
-def _table_item(
-    key: str, fallback_path: str, base: Path, value: Any, label: str | None, row: int
-) -> ImageItem:
+def _table_item(key: str, fallback_path: str, base: Path, value: Any, label: str | None, row: int) -> ImageItem:
     """An ImageItem from one image cell: bytes, a path, or a {"bytes", "path"} struct."""
     if isinstance(value, dict):
         data, given_path = value.get("bytes"), value.get("path")
@@ -504,9 +486,7 @@ class HfDatasetSource(ImageSource):
         features = dataset.features
         kinds = {name: _feature_kind(datasets, feature) for name, feature in features.items()}
         label_names = {
-            name: list(feature.names)
-            for name, feature in features.items()
-            if isinstance(feature, datasets.ClassLabel)
+            name: list(feature.names) for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)
         }
         self.columns = _choose_columns(spec, kinds, label_names, image_column, label_column)
         if isinstance(features[self.columns.image], datasets.Image):
@@ -559,9 +539,7 @@ def _load_hf_split(datasets: Any, spec: str, split: str) -> Any:
             return datasets.load_dataset(name, config or None, split=split)
         loaded = datasets.load_from_disk(str(Path(spec).expanduser()))
     except datasets.exceptions.DatasetNotFoundError as exc:
-        raise NotFoundError(
-            f"dataset not found: {spec} ({_first_line(exc)})", "check the name, or HF_TOKEN"
-        ) from None
+        raise NotFoundError(f"dataset not found: {spec} ({_first_line(exc)})", "check the name, or HF_TOKEN") from None
     except FileNotFoundError as exc:
         raise NotFoundError(f"dataset files not found for {spec}: {_first_line(exc)}", SOURCE_HINT) from None
     except ConnectionError as exc:

@@ -1,0 +1,145 @@
+"""`saetui index`: push a folder, list file, Parquet data or HF dataset through CLIP + SAE into a database."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from saetui.errors import UsageError
+
+if TYPE_CHECKING:
+    from saetui.hub import FetchedSae
+
+HELP = """Index images: run them through the CLIP vision tower up to the SAE's layer and the SAE, and store
+every stored token's k kept (feature, value) pairs, its reconstruction error, and a thumbnail of each image's
+model input in a DuckDB database.
+
+SOURCE is an image folder (recursive; label = parent folder name, ImageNet wnid folders get class names), a
+text file of image paths (optional TAB + label), a Parquet file or folder (image bytes or paths, optional
+label column), a dataset saved with `datasets` (save_to_disk folder) or hf:NAME[:CONFIG] (needs the
+datasets extra).
+
+The SAE (--sae, default layer20) and its CLIP model are fetched into the cache first when missing. Running
+the same command again continues an interrupted run; indexing another source into the same database appends
+to it; a database made with another model, layer, SAE, k, token set or preprocessing is refused. Images that
+cannot be read or decoded are recorded in the `skipped` table with the reason and never stop the run. Ctrl-C
+keeps every whole batch written so far (exit 130). Statistics (`saetui stats`) are computed at the end
+unless --no-stats.
+
+Progress and the summary go to stderr.
+
+Examples:
+
+  saetui index ~/data/imagenet/val --db imagenet-val.duckdb
+
+  saetui index photos/ --sae layer11 --tokens cls --batch-size 64
+
+  saetui index hf:ylecun/mnist --split test --limit 1000 --device cuda --precision bf16
+
+  saetui index more-photos/ --db imagenet-val.duckdb   # appends to the same database
+"""
+
+
+def _check(batch_size: int, limit: int | None, workers: int | None, tokens: str) -> None:
+    """Reject option values that cannot work, with the flag to fix."""
+    from saetui.store.runs import TOKEN_SETS
+
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}", "pass e.g. --batch-size 32")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}", "leave it out to index everything")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}", "pass e.g. --workers 4")
+    if tokens not in TOKEN_SETS:
+        raise UsageError(f"unknown token set '{tokens}'", f"use one of {', '.join(TOKEN_SETS)}")
+
+
+def _stats(db: Path, fetched: FetchedSae, cache: str | None, device: str) -> None:
+    """Compute the derived tables and say what ran."""
+    from saetui.stats import SaeFiles, compute_stats
+
+    files = SaeFiles(checkpoint_path=fetched.checkpoint_path, model_dir=fetched.model_dir)
+    summary = compute_stats(db, cache=cache, sae_files=files, device=device)
+    if summary.computed:
+        sys.stderr.write(
+            f"saetui: statistics computed in {summary.seconds:.1f} s: {summary.alive} of {summary.n_features} "
+            f"features alive over {summary.n_images} images\n"
+        )
+    else:
+        sys.stderr.write("saetui: statistics were already up to date\n")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `index` command to the root app."""
+
+    @app.command("index", help=HELP, no_args_is_help=True)
+    def index_command(
+        source: str = typer.Argument(
+            ..., metavar="SOURCE", help="Image folder, list file, Parquet file/folder, saved dataset or hf:NAME."
+        ),
+        sae: str = typer.Option("layer20", "--sae", help="SAE to use (see `saetui fetch --list`)."),
+        checkpoint: str = typer.Option("latest", "--checkpoint", help="'latest' or the token count of a checkpoint."),
+        db: Path | None = typer.Option(
+            None, "--db", help="Database file (default: $SAETUI_DB, else ./saetui.duckdb).", show_default=False
+        ),
+        batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass and per transaction."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (model and SAE encoder)."),
+        tokens: str = typer.Option(
+            "all", "--tokens", help="Tokens stored per image: all (CLS + patches), cls or patches."
+        ),
+        limit: int | None = typer.Option(
+            None, "--limit", help="Index only the first N items of the source.", show_default=False
+        ),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Delete the database first."),
+        split: str = typer.Option("train", "--split", help="Split of a dataset or split Parquet folder."),
+        image_column: str | None = typer.Option(
+            None, "--image-column", help="Image column of a table source (default: guessed).", show_default=False
+        ),
+        label_column: str | None = typer.Option(
+            None, "--label-column", help="Label column of a table source (default: guessed).", show_default=False
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", help="Decode threads (default: CPU cores, at most 8).", show_default=False
+        ),
+        cache: str | None = typer.Option(
+            None, "--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache).", show_default=False
+        ),
+        no_stats: bool = typer.Option(False, "--no-stats", help="Do not compute statistics at the end."),
+    ) -> None:
+        """Index images into a database."""
+        _check(batch_size, limit, workers, tokens)
+        from saetui.hub import fetch
+        from saetui.index import IndexInterrupted, IndexOptions, default_workers, index_images
+        from saetui.model import resolve_precision
+        from saetui.paths import default_db
+        from saetui.registry import get_spec
+        from saetui.sources import open_source
+
+        resolve_precision(precision)
+        spec = get_spec(sae)
+        opened = open_source(source, split=split, image_column=image_column, label_column=label_column)
+        fetched = fetch(spec, checkpoint=checkpoint, cache=cache)
+        path = db or default_db()
+        options = IndexOptions(
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            tokens=tokens,
+            limit=limit,
+            workers=workers or default_workers(),
+            overwrite=overwrite,
+        )
+        try:
+            summary = index_images(opened, fetched, path, options)
+        except IndexInterrupted as stopped:
+            sys.stderr.write("".join(line + "\n" for line in stopped.summary.lines()))
+            raise
+        sys.stderr.write("".join(line + "\n" for line in summary.lines()))
+        if no_stats:
+            sys.stderr.write("saetui: statistics not computed (--no-stats): run `saetui stats` when ready\n")
+        else:
+            _stats(path, fetched, cache, device)

@@ -1,0 +1,411 @@
+"""The index engine: a source's images through the truncated CLIP trunk and the SAE into a saetui database.
+
+Three stages overlap so the model stays the bottleneck: a thread pool decodes and preprocesses images ahead
+of the model (saetui.pipeline), the main thread computes one batch at a time, and a writer thread stores
+finished batches while the next one computes. Each batch (its images, their codes and token errors, its
+moments and the skipped items among its source items) is one transaction, and batches are written in source
+order, so a database always holds a prefix of the run: a kill at any moment loses at most the batches in
+flight, and running the same command again continues after the last stored item.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from itertools import islice
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from saetui.hub import FetchedSae
+from saetui.pipeline import Batch, Codes, Encoder, batched, prepare, prepared_in_order, yield_to_model
+from saetui.preprocess import (
+    PREPROCESSOR_CONFIG,
+    Preprocessing,
+    load_preprocessing,
+    open_clip_normalisation,
+)
+from saetui.progress import Progress
+from saetui.sources import HfDatasetSource, ImageItem, ImageSource, ParquetSource
+from saetui.sources import _split_of as split_of
+from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter, SkippedItem
+
+DEFAULT_BATCH_SIZE = 32
+WRITE_QUEUE_BATCHES = 2  # finished batches waiting for the writer thread
+
+
+def default_workers() -> int:
+    """Decode threads by default: one per CPU core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How to run the engine: batch size, device, precision, stored tokens, limit, decode threads."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "auto"
+    precision: str = "fp32"
+    tokens: str = "all"
+    limit: int | None = None  # index only the first `limit` items of the source order
+    workers: int = field(default_factory=default_workers)
+    overwrite: bool = False  # delete the database first
+
+
+@dataclass
+class IndexSummary:
+    """What one index call did."""
+
+    db_path: Path
+    source: str
+    considered: int  # source items within --limit
+    already_done: int  # of those, stored or skipped by an earlier run
+    indexed: int = 0
+    skipped: int = 0
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    tokens_stored: int = 0
+    pairs_stored: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def lines(self) -> list[str]:
+        """The summary printed at the end of a run, one fact per line."""
+        rate = self.indexed / self.seconds if self.seconds > 0 else 0.0
+        done = "interrupted" if self.interrupted else "done"
+        lines = [
+            f"index {done}: {_count(self.indexed, 'image')} indexed, {self.skipped} skipped, "
+            f"{self.tokens_stored:,} tokens ({self.pairs_stored:,} pairs) stored "
+            f"in {self.seconds:.1f} s ({rate:.1f} img/s) -> {self.db_path}"
+        ]
+        if self.already_done:
+            lines.append(f"  {self.already_done} of the {self.considered} items were already in the database")
+        for reason, count in self.skip_reasons.most_common():
+            lines.append(f"  skipped {count}: {reason}")
+        if self.interrupted:
+            lines.append("  whole batches were kept: run the same command again to continue")
+        return lines
+
+
+def _count(n: int, noun: str) -> str:
+    """n and the noun, plural unless n is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a skip reason, for counting: its text before any ':', '(' or ' ->' detail."""
+    return re.split(r":|\(| ->", reason, maxsplit=1)[0].strip() or reason
+
+
+def source_key(source: ImageSource) -> str:
+    """The identity of a source in the runs table: its absolute path or hf: name, and the split it reads.
+
+    A run over the same key with the same settings is continued; another split of the same dataset or
+    Parquet folder is another source (its own run and image ids).
+    """
+    spec = source.spec
+    if isinstance(source, HfDatasetSource):
+        name = spec if spec.startswith("hf:") else str(Path(spec).expanduser().absolute())
+        return f"{name} (split {source.split})"
+    base = Path(spec).expanduser().absolute()
+    if isinstance(source, ParquetSource) and base.is_dir():
+        splits = sorted({split_of(file.relative_to(base)) or "" for file in source.files} - {""})
+        if splits:
+            return f"{base} (split {', '.join(splits)})"
+    return str(base)
+
+
+def preprocessing_warning(model_dir: Path, prep: Preprocessing) -> str | None:
+    """A warning when preprocessor_config.json normalises differently from open_clip's own config."""
+    if prep.source != PREPROCESSOR_CONFIG:
+        return None
+    mean, std = open_clip_normalisation(model_dir)
+    if np.allclose(mean, prep.mean, rtol=0, atol=1e-7) and np.allclose(std, prep.std, rtol=0, atol=1e-7):
+        return None
+
+    def show(values: tuple[float, ...]) -> str:
+        """A mean or std triple, compactly."""
+        return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+    return (
+        f"{PREPROCESSOR_CONFIG} normalises with mean {show(prep.mean)} std {show(prep.std)}, open_clip's "
+        f"config with mean {show(mean)} std {show(std)}: using {PREPROCESSOR_CONFIG}'s (what the SAE was "
+        "trained on)"
+    )
+
+
+def run_settings(
+    fetched: FetchedSae,
+    d_in: int,
+    n_features: int,
+    k: int,
+    prep: Preprocessing,
+    options: IndexOptions,
+    device: str,
+) -> dict[str, object]:
+    """The runs-table settings of this run: model, SAE, preprocessing, precision, device and versions."""
+    spec = fetched.spec
+    return {
+        "model_id": spec.model,
+        "pretrained": spec.pretrained,
+        "layer": spec.layer,
+        "sae_name": spec.name,
+        "sae_repo": spec.repo_id,
+        "sae_file": fetched.checkpoint_file,
+        "sae_revision": fetched.sae_revision,
+        "sae_checkpoint": fetched.checkpoint_tokens,
+        "d_in": d_in,
+        "n_features": n_features,
+        "k": k,
+        "tokens": options.tokens,
+        "precision": options.precision,
+        "device": device,
+        "batch_size": options.batch_size,
+        "mean": list(prep.mean),
+        "std": list(prep.std),
+        "preprocess_source": prep.source,
+        "image_size": prep.crop,
+        "standardise": False,
+        "torch_version": torch.__version__,
+        "open_clip_version": version("open_clip_torch"),
+    }
+
+
+class BatchWriter:
+    """A thread that writes finished batches in order through an IndexWriter, a bounded queue ahead of it."""
+
+    def __init__(self, writer: IndexWriter, depth: int = WRITE_QUEUE_BATCHES) -> None:
+        """Start the thread."""
+        self.writer = writer
+        self._queue: queue.Queue[tuple[list[ImageRecord], Codes | None, list[SkippedItem]] | None] = queue.Queue(
+            maxsize=max(1, depth)
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="saetui-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        """Write queued batches until the end marker; on failure keep the error and drop what follows."""
+        yield_to_model()
+        while (job := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            images, codes, skipped = job
+            try:
+                self._write(images, codes, skipped)
+            except BaseException as error:  # handed to the main thread, which raises it
+                self._error = error
+
+    def _write(self, images: list[ImageRecord], codes: Codes | None, skipped: list[SkippedItem]) -> None:
+        """One batch in one transaction."""
+        if codes is None:
+            k = self.writer.layout.k
+            features, values = np.zeros((0, 0, k), np.int32), np.zeros((0, 0, k), np.float32)
+            errors = np.zeros((0, 0), np.float32)
+            self.writer.write_batch([], np.zeros(0, np.int16), features, values, errors, errors, None, skipped)
+            return
+        moments = BatchMoments(tokens=codes.count, sum_sq=codes.sum_sq, sum_x=codes.sum_x)
+        self.writer.write_batch(
+            images, codes.tokens, codes.features, codes.values, codes.sse, codes.total_ss, moments, skipped
+        )
+
+    def raise_error(self) -> None:
+        """Raise the writer thread's error, if it had one."""
+        if self._error is not None:
+            raise self._error
+
+    def put(self, images: list[ImageRecord], codes: Codes | None, skipped: list[SkippedItem]) -> None:
+        """Queue one batch, waiting while the queue is full; raises the writer thread's error if it failed."""
+        while True:
+            self.raise_error()
+            try:
+                self._queue.put((images, codes, skipped), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread and raise its error, if any.
+
+        A KeyboardInterrupt while waiting drops the batches still queued, waits for the one being written
+        (a single transaction) and propagates, so the connection is never closed under a running write.
+        """
+        try:
+            self._queue.put(None)
+            self._thread.join()
+        except KeyboardInterrupt:
+            self._drop_queued()
+            self._thread.join()
+            raise
+        self.raise_error()
+
+    def _drop_queued(self) -> None:
+        """Empty the queue, keeping the end marker so the thread stops after its current write."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+
+
+def _records(batch: Batch, image_id_offset: int) -> tuple[list[ImageRecord], list[SkippedItem]]:
+    """The images and skipped rows of a batch; image ids are the run's offset plus the source row."""
+    images = [
+        ImageRecord(
+            image_id=image_id_offset + image.item.source_row,
+            path=image.item.path,
+            label=image.item.label,
+            width=image.width,
+            height=image.height,
+            content_hash=image.content_hash,
+            source_row=image.item.source_row,
+            thumbnail=image.thumbnail,
+        )
+        for image in batch.images
+    ]
+    skipped = [SkippedItem(s.item.path, s.reason, s.item.source_row) for s in batch.skipped]
+    return images, skipped
+
+
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after its computed batches were written; carries the summary so far."""
+
+    def __init__(self, summary: IndexSummary) -> None:
+        """Keep the summary of what was done before the interrupt."""
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def first_pending_row(done: frozenset[tuple[str, int | None]]) -> int:
+    """The first source row not in done: every row before it was stored or skipped by an earlier run."""
+    rows = {row for _, row in done if row is not None}
+    start = 0
+    while start in rows:
+        start += 1
+    return start
+
+
+def pending_items(
+    source: ImageSource, limit: int | None, done: frozenset[tuple[str, int | None]]
+) -> Iterator[ImageItem]:
+    """The source items within limit that no earlier run stored or skipped, in source order.
+
+    Reading starts at the first row not done (sources skip earlier rows cheaply), so a resumed run does
+    not read again what it already stored.
+    """
+    start = first_pending_row(done)
+    if limit is not None:
+        start = min(start, limit)
+    stop = None if limit is None else limit - start
+    for item in islice(source.items(start), stop):
+        if (item.path, item.source_row) not in done:
+            yield item
+
+
+def _say(log: TextIO, message: str) -> None:
+    """One line on the log stream (stderr)."""
+    log.write(f"saetui: {message}\n")
+    log.flush()
+
+
+def index_images(
+    source: ImageSource,
+    fetched: FetchedSae,
+    db_path: str | os.PathLike[str],
+    options: IndexOptions | None = None,
+    log: TextIO | None = None,
+) -> IndexSummary:
+    """Index the source's images with a fetched SAE into the database at db_path; returns what was done.
+
+    Ctrl-C stops after the batch being computed: the batches already computed are written, the database is
+    closed and IndexInterrupted (a KeyboardInterrupt holding the summary) is raised.
+    """
+    from saetui.checkpoint import load_checkpoint
+    from saetui.model import VisionTrunk, resolve_device, resolve_precision
+    from saetui.sae import TopKSae
+
+    options = options or IndexOptions()
+    log = log if log is not None else sys.stderr
+    started = time.perf_counter()
+    db = Path(db_path)
+    checkpoint = load_checkpoint(fetched.checkpoint_path)
+    prep = load_preprocessing(fetched.model_dir)
+    warning = preprocessing_warning(fetched.model_dir, prep)
+    if warning:
+        _say(log, f"warning: {warning}")
+    device = resolve_device(options.device)
+    dtype = resolve_precision(options.precision)
+    key = source_key(source)
+    total = len(source)
+    considered = total if options.limit is None else min(total, options.limit)
+    settings = run_settings(fetched, checkpoint.d_in, checkpoint.n_features, checkpoint.k, prep, options, str(device))
+    writer = IndexWriter.open(db, settings, source=key, source_items=total, overwrite=options.overwrite)
+    try:
+        in_limit = sum(1 for _, row in writer.done_keys if row is not None and row < considered)
+        summary = IndexSummary(db_path=db, source=key, considered=considered, already_done=in_limit)
+        verb = "continuing" if writer.resumed else "starting"
+        _say(
+            log,
+            f"{verb} run {writer.run_id}: {considered - in_limit} of {considered} items to index from "
+            f"{source.describe()} with {fetched.spec.name} ({fetched.checkpoint_file}) on {device} "
+            f"{options.precision}, batch {options.batch_size}",
+        )
+        trunk = VisionTrunk.from_dir(fetched.model_dir, fetched.spec.layer, device, options.precision)
+        sae = TopKSae.from_checkpoint(checkpoint, device=device, dtype=dtype)
+        del checkpoint
+        pending = pending_items(source, options.limit, writer.done_keys)
+        _run(pending, options, writer, Encoder(trunk, sae, options.tokens), prep, summary, log)
+        if not summary.interrupted:
+            writer.finish_run()
+    finally:
+        writer.close()
+    summary.seconds = time.perf_counter() - started
+    if summary.interrupted:
+        raise IndexInterrupted(summary)
+    return summary
+
+
+def _run(
+    pending: Iterator[ImageItem],
+    options: IndexOptions,
+    writer: IndexWriter,
+    encoder: Encoder,
+    prep: Preprocessing,
+    summary: IndexSummary,
+    log: TextIO,
+) -> None:
+    """Drive the stages over the pending items and count what was done in summary."""
+    progress = Progress(summary.considered - summary.already_done, "index", stream=log)
+    lookahead = max(2 * options.batch_size, 4 * options.workers)
+    prepared = prepared_in_order(pending, lambda item: prepare(item, prep), options.workers, lookahead)
+    batches = batched(prepared, options.batch_size)
+    background = BatchWriter(writer)
+    try:
+        for batch in batches:
+            codes = encoder(batch.pixels()) if batch.images else None
+            images, skipped = _records(batch, writer.image_id_offset)
+            background.put(images, codes, skipped)
+            summary.indexed += len(images)
+            summary.skipped += len(skipped)
+            summary.skip_reasons.update(reason_kind(s.reason) for s in skipped)
+            if codes is not None:
+                summary.tokens_stored += codes.count
+                summary.pairs_stored += codes.count * codes.values.shape[-1]
+            progress.advance(batch.n_items, f"skipped {summary.skipped}" if summary.skipped else "")
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        batches.close()
+        prepared.close()
+        progress.close()
+        background.close()

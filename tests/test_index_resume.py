@@ -1,0 +1,158 @@
+"""`saetui index` survives SIGKILL at any moment and resumes to exactly the uninterrupted result.
+
+The killed runs are real `saetui` processes talking to the fake hub. A run is killed only after it has
+committed at least one batch: the test watches the database's write-ahead log, which grows by one commit per
+batch (the writer checkpoints only at the end of these small runs), and kills after a random number of
+commits plus a random delay, so kills land inside compute, inside a transaction and between batches.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from harness.badimages import copy_imagenet_sample
+from harness.fakehub import FetchedCache
+from saetui.commands.main import main
+
+ARGS = ("--batch-size", "2", "--workers", "1", "--no-stats")
+N_GOOD = 40
+# Tables compared between the resumed and the uninterrupted database (timestamps and run times left out).
+EXACT = {
+    "images": "SELECT image_id, path, label, width, height, content_hash, source_row, run_id, thumbnail "
+    "FROM images ORDER BY image_id",
+    "skipped": "SELECT path, reason, source_row, run_id FROM skipped ORDER BY source_row",
+    "pairs": "SELECT image_id, token, feature FROM activations ORDER BY ALL",
+    "tokens": "SELECT image_id, token FROM token_errors ORDER BY ALL",
+    "runs": "SELECT run_id, status, source, source_items, model_id, layer, sae_file, sae_revision, k, tokens, "
+    "precision, batch_size, mean, std, image_id_offset FROM runs ORDER BY run_id",
+}
+FLOATS = {
+    "values": "SELECT value FROM activations ORDER BY image_id, token, feature",
+    "errors": "SELECT sse, total_ss FROM token_errors ORDER BY image_id, token",
+}
+
+
+def saetui_binary() -> Path:
+    """The saetui console script of the environment running the tests."""
+    return Path(sys.executable).with_name("saetui")
+
+
+def make_source(root: Path) -> Path:
+    """N_GOOD ImageNet images (one class folder each) and two files that must be skipped."""
+    copy_imagenet_sample(root, wnids=N_GOOD, split=None)
+    (root / "n99999999").mkdir()
+    (root / "n99999999" / "empty.jpg").write_bytes(b"")
+    (root / "zz_notes.jpg").write_text("not an image\n")
+    return root
+
+
+def fetch_all(db: Path, sql: str) -> list[tuple]:
+    """Rows of a query on a read-only connection (DuckDB replays a killed writer's log in memory)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def stored_items(db: Path) -> int:
+    """Images plus skipped items committed so far (0 when the database does not exist yet)."""
+    if not db.exists():
+        return 0
+    return fetch_all(db, "SELECT (SELECT count(*) FROM images) + (SELECT count(*) FROM skipped)")[0][0]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Poll condition() every 5 ms until it holds, failing after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def kill_midway(source: Path, db: Path, env: dict[str, str], log: Path, rng: random.Random) -> int:
+    """Start `saetui index`, let it commit 1-3 batches, wait a random moment, SIGKILL it; returns the exit code."""
+    wal = Path(f"{db}.wal")
+    with open(log, "w") as errors:
+        process = subprocess.Popen(
+            [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            wait_for(lambda: " run 1: " in log.read_text() or process.poll() is not None, 120, "the run to start")
+            sizes = [wal.stat().st_size if wal.exists() else 0]
+            commits = rng.randint(1, 3)
+
+            def committed() -> bool:
+                size = wal.stat().st_size if wal.exists() else 0
+                if size != sizes[-1]:
+                    sizes.append(size)
+                return len(sizes) > commits or process.poll() is not None
+
+            wait_for(committed, 120, "a batch to be committed")
+            time.sleep(rng.uniform(0, 0.15))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            return process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_kills_then_resume_give_the_uninterrupted_database(hub_in_process: FetchedCache, tmp_path: Path) -> None:
+    """SIGKILL at three random moments, resuming each time: the same rows as one uninterrupted run.
+
+    Runs four `saetui` processes (each pays torch/open_clip start-up), so it takes tens of seconds.
+    """
+    source = make_source(tmp_path / "source")
+    total = N_GOOD + 2
+    reference = tmp_path / "reference.duckdb"
+    assert main(["index", str(source), "--db", str(reference), *ARGS]) == 0
+    assert stored_items(reference) == total
+
+    db = tmp_path / "killed.duckdb"
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    progress = [0]
+    for attempt in range(3):
+        log = tmp_path / f"attempt{attempt}.log"
+        code = kill_midway(source, db, hub_in_process.env, log, rng)
+        stored = stored_items(db)
+        text = log.read_text()
+        assert progress[-1] < stored < total, (attempt, code, stored, text)
+        assert code == -signal.SIGKILL, text
+        if attempt:
+            assert "continuing run 1:" in text
+        progress.append(stored)
+
+    done = subprocess.run(
+        [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS],
+        env=hub_in_process.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{progress[-1]} of the {total} items were already in the database" in done.stderr
+    for name, sql in EXACT.items():
+        assert fetch_all(db, sql) == fetch_all(reference, sql), name
+    for name, sql in FLOATS.items():
+        got, want = np.array(fetch_all(db, sql)), np.array(fetch_all(reference, sql))
+        assert got.shape == want.shape and np.allclose(got, want, rtol=1e-6, atol=1e-6), name
+    moments = "SELECT sum(tokens), sum(sum_sq) FROM batch_moments"
+    (tokens, sum_sq), (ref_tokens, ref_sum_sq) = fetch_all(db, moments)[0], fetch_all(reference, moments)[0]
+    assert tokens == ref_tokens and sum_sq == pytest.approx(ref_sum_sq, rel=1e-6)
