@@ -1,0 +1,119 @@
+"""Per-feature token statistics and exact top images, accumulated chunk by chunk of whole images in numpy.
+
+For each chunk of images the active pairs (value > 0) are grouped by (image, feature) with one sort of packed
+int64 keys (image, feature, float bits of the value: the bits of a positive float32 sort like the value), which
+gives every group's max, active-token count and sum at once. From the groups:
+
+- FeatureTotals adds active tokens, their sum and max, and images with an active token (exact: chunks hold whole
+  images, so every (image, feature) group is seen once);
+- TopImages keeps candidate top images per feature: a chunk's group enters only when its image-level activation
+  reaches the feature's threshold (its M-th best value so far); when the candidates double they are cut back to
+  the best M per feature (value descending, image id ascending) and the thresholds rise. The final cut is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_VALUE_BITS = np.int64(0xFFFFFFFF)
+
+
+def float_bits(values: np.ndarray) -> np.ndarray:
+    """The IEEE bits of float32 values as int64 (monotone in the value for positive floats)."""
+    return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
+
+
+def bits_float(bits: np.ndarray) -> np.ndarray:
+    """Inverse of float_bits."""
+    return (bits & _VALUE_BITS).astype(np.uint32).view(np.float32)
+
+
+def group_pairs(image: np.ndarray, feature: np.ndarray, value: np.ndarray, n_features: int) -> dict[str, np.ndarray]:
+    """(image, feature) groups of positive pairs: image, feature, max, count, sum (sorted by image, feature)."""
+    if len(value) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"image": empty, "feature": empty, "max": np.zeros(0, np.float32), "count": empty, "sum": np.zeros(0)}
+    base = int(image.min())
+    group_key = (image.astype(np.int64) - base) * n_features + feature.astype(np.int64)
+    packed = np.sort((group_key << 32) | float_bits(value))
+    keys = packed >> 32
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.append(starts[1:], len(packed))
+    values = bits_float(packed)
+    group = keys[starts]
+    return {
+        "image": group // n_features + base,
+        "feature": group % n_features,
+        "max": values[ends - 1],
+        "count": ends - starts,
+        "sum": np.add.reduceat(values.astype(np.float64), starts),
+    }
+
+
+class FeatureTotals:
+    """Active tokens, their sum and max, and images with an active token, per feature."""
+
+    def __init__(self, n_features: int) -> None:
+        """Zeroed totals."""
+        self.n_tokens = np.zeros(n_features, dtype=np.int64)
+        self.sum = np.zeros(n_features, dtype=np.float64)
+        self.max = np.zeros(n_features, dtype=np.float32)
+        self.n_images = np.zeros(n_features, dtype=np.int64)
+
+    def add(self, groups: dict[str, np.ndarray]) -> None:
+        """Add one chunk's (image, feature) groups."""
+        n = len(self.n_tokens)
+        f = groups["feature"]
+        self.n_tokens += np.bincount(f, weights=groups["count"], minlength=n).astype(np.int64)
+        self.sum += np.bincount(f, weights=groups["sum"], minlength=n)
+        self.n_images += np.bincount(f, minlength=n)
+        np.maximum.at(self.max, f, groups["max"])
+
+
+class TopImages:
+    """The exact top-M images per feature by image-level activation (ties: smaller image id first)."""
+
+    def __init__(self, n_features: int, top: int) -> None:
+        """No candidates yet; every positive value passes the initial thresholds."""
+        self.n_features = n_features
+        self.top = top
+        self.threshold = np.zeros(n_features, dtype=np.float32)
+        self.feature = np.zeros(0, dtype=np.int64)
+        self.image = np.zeros(0, dtype=np.int64)
+        self.value = np.zeros(0, dtype=np.float32)
+        self._kept = 0
+
+    def add(self, feature: np.ndarray, image: np.ndarray, value: np.ndarray) -> None:
+        """Offer (feature, image, image-level value > 0) rows; images must come in ascending id order."""
+        keep = value >= self.threshold[feature]
+        self.feature = np.concatenate([self.feature, feature[keep]])
+        self.image = np.concatenate([self.image, image[keep]])
+        self.value = np.concatenate([self.value, value[keep]])
+        if len(self.value) >= max(2 * self._kept, 1 << 20):
+            self._prune()
+
+    def _prune(self) -> None:
+        """Cut to the best M per feature and raise the thresholds of the features that have M."""
+        packed = (self.feature << 32) | (_VALUE_BITS - float_bits(self.value))
+        order = np.argsort(packed, kind="stable")  # equal values keep ascending image order
+        feature = self.feature[order]
+        first = np.flatnonzero(np.r_[True, feature[1:] != feature[:-1]])
+        rank = np.arange(len(order)) - np.repeat(first, np.diff(np.append(first, len(order))))
+        order = order[rank < self.top]
+        self.feature, self.image, self.value = self.feature[order], self.image[order], self.value[order]
+        full = rank[rank < self.top] == self.top - 1
+        self.threshold[self.feature[full]] = self.value[full]
+        self._kept = len(order)
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Columns feature, rank (1-based), image_id, value, sorted by feature then rank."""
+        self._prune()
+        feature = self.feature
+        first = np.flatnonzero(np.r_[True, feature[1:] != feature[:-1]]) if len(feature) else np.zeros(0, np.int64)
+        rank = np.arange(len(feature)) - np.repeat(first, np.diff(np.append(first, len(feature)))) + 1
+        return {
+            "feature": feature.astype(np.int32),
+            "rank": rank.astype(np.int32),
+            "image_id": self.image.astype(np.int32) if self.image.max(initial=0) < 2**31 else self.image,
+            "value": self.value,
+        }
