@@ -1,0 +1,1 @@
+"""The `saetui browse` Textual app (imported only by the browse and demo commands)."""

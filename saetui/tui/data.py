@@ -1,0 +1,564 @@
+"""The browser's read-only access layer: one DuckDB connection, a cursor per call, plain results (no Textual).
+
+Every method opens its own cursor on the shared read-only connection, so the TUI's workers can call them from
+their threads at the same time. Nothing here imports torch; free-text search imports the CLIP text tower only
+when called (from a worker) and reports a clear error when it cannot run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from saetui.errors import DataError, NotFoundError
+from saetui.store.connection import connect
+
+GRID_TOKENS = 257  # CLS + 16 x 16 patches
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """The whole features table as column arrays (65,536 rows load in milliseconds; nothing is a widget)."""
+
+    feature: np.ndarray  # int64
+    frequency: np.ndarray  # float64
+    image_frequency: np.ndarray  # float64
+    max_value: np.ndarray  # float64, NaN for dead features
+    entropy: np.ndarray  # float64 label_entropy_norm, NaN where undefined
+    dead: np.ndarray  # bool
+    top_label: np.ndarray  # int32 codes into `labels`, -1 for none
+    lens_label: np.ndarray  # int32 codes into `labels`, -1 for none
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        """Number of features."""
+        return len(self.feature)
+
+    def label(self, codes: np.ndarray, row: int) -> str:
+        """The label text of row `row` in a code column ('' for none)."""
+        code = int(codes[row])
+        return self.labels[code] if code >= 0 else ""
+
+    def matching(self, text: str) -> np.ndarray:
+        """Boolean mask of rows whose top label or logit-lens label contains text (case-insensitive)."""
+        needle = text.strip().lower()
+        hits = np.array([needle in label.lower() for label in self.labels], dtype=bool)
+        if not hits.any():
+            return np.zeros(len(self.feature), dtype=bool)
+        codes = np.flatnonzero(hits)
+        return np.isin(self.top_label, codes) | np.isin(self.lens_label, codes)
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """One row of `features`."""
+
+    feature: int
+    frequency: float
+    image_frequency: float
+    mean_value: float | None
+    max_value: float | None
+    label_entropy: float | None
+    label_entropy_norm: float | None
+    top_label: str | None
+    top_label_share: float | None
+    n_labels: int | None
+    n_tokens: int | None
+    n_images: int | None
+    dead: bool
+
+
+@dataclass(frozen=True)
+class TopImage:
+    """One of a feature's top images by image-level activation."""
+
+    image_id: int
+    value: float
+    label: str | None
+
+
+@dataclass(frozen=True)
+class LabelShare:
+    """A label's activation-weighted share among a feature's top images."""
+
+    label: str
+    share: float
+    count: int
+
+
+@dataclass(frozen=True)
+class LensEntry:
+    """A logit-lens label of a feature."""
+
+    rank: int
+    label: str
+    score: float
+    prob: float
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A related feature (coactivating or similar direction) with the numbers that relate it."""
+
+    feature: int
+    score: float
+    detail: str
+    top_label: str | None
+
+
+@dataclass(frozen=True)
+class HistogramBin:
+    """Count of active values in [lo, hi)."""
+
+    lo: float
+    hi: float
+    count: int
+
+
+@dataclass(frozen=True)
+class FeaturePage:
+    """Everything a feature page shows except the thumbnails' pixels."""
+
+    stats: FeatureStats
+    top_images: tuple[TopImage, ...]
+    labels: tuple[LabelShare, ...]
+    lens: tuple[LensEntry, ...]
+    coactivating: tuple[Neighbour, ...]
+    similar: tuple[Neighbour, ...]
+    similar_note: str | None
+    histogram: tuple[HistogramBin, ...]
+
+
+@dataclass(frozen=True)
+class ImageFeature:
+    """A feature active on an image: its image-level (max) value and how many tokens it is active on."""
+
+    feature: int
+    value: float
+    n_tokens: int
+    top_label: str | None
+
+
+@dataclass(frozen=True)
+class ImagePage:
+    """One image: its row in `images`, its strongest features and its per-token reconstruction error."""
+
+    image_id: int
+    path: str | None
+    label: str | None
+    width: int | None
+    height: int | None
+    file_exists: bool
+    features: tuple[ImageFeature, ...]
+    token_sse: np.ndarray  # [257] NaN where not stored
+    explained_variance: float | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The run and the dataset-wide summaries the overview screen draws."""
+
+    run: tuple[tuple[str, str], ...]
+    n_images: int
+    n_tokens: int
+    n_features: int
+    alive: int
+    dead: int
+    skipped: int
+    frequency_bins: tuple[HistogramBin, ...]  # log10-spaced bins over alive features' frequency
+    position_sse: np.ndarray  # [257] mean sse per token position
+    position_ev: np.ndarray  # [257] mean explained variance per token position
+    explained_variance: float | None
+    nmse: float | None
+    missing: tuple[str, ...] = field(default=())  # derived tables that are absent (stats not run)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A SQL console result: column names, up to `limit` rows, whether more existed, and the time taken."""
+
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    truncated: bool
+    seconds: float
+
+
+def _float(value: Any) -> float | None:
+    """A DB value as float, None for NULL/NaN."""
+    if value is None:
+        return None
+    result = float(value)
+    return None if math.isnan(result) else result
+
+
+class BrowseData:
+    """Read-only queries for the browser over one saetui database."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open the database read-only; a missing file or a writer's lock becomes a one-line error."""
+        self.path = Path(path)
+        self._con = connect(self.path, read_only=True)
+        self._lock = threading.Lock()
+        self._active: dict[duckdb.DuckDBPyConnection, str] = {}
+        with self.cursor() as cur:
+            rows = cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        self.tables = frozenset(name for (name,) in rows)
+        if "images" not in self.tables:
+            raise DataError(f"{self.path} has no images table", "is this a database written by `saetui index`?")
+
+    def close(self) -> None:
+        """Interrupt running queries and close the connection."""
+        self.interrupt()
+        self._con.close()
+
+    @contextmanager
+    def cursor(self, kind: str = "read") -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor on the shared connection, closed afterwards; interrupt(kind) reaches it meanwhile."""
+        with self._lock:
+            cur = self._con.cursor()
+            self._active[cur] = kind
+        try:
+            yield cur
+        finally:
+            with self._lock:
+                self._active.pop(cur, None)
+            cur.close()
+
+    def interrupt(self, kind: str | None = None) -> None:
+        """Cancel running queries: those of one kind (the SQL console's are "sql"), or all of them."""
+        with self._lock:
+            active = [cur for cur, k in self._active.items() if kind is None or k == kind]
+        for cur in active:
+            cur.interrupt()
+
+    def _require(self, table: str) -> None:
+        """Raise a clear error when a derived table is missing."""
+        if table not in self.tables:
+            raise NotFoundError(f"the database has no {table} table", "run `saetui stats` on it first")
+
+    # ---- features list -------------------------------------------------------------------------------------
+
+    def feature_rows(self) -> FeatureRows:
+        """All rows of `features` as arrays, the label columns as codes into one sorted label list.
+
+        Everything comes back numeric through fetchnumpy (65,536 rows in a few milliseconds, no Arrow import),
+        with DuckDB doing the dictionary encoding of the labels.
+        """
+        self._require("features")
+        with self.cursor() as cur:
+            columns = {
+                name
+                for (name,) in cur.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'features'"
+                ).fetchall()
+            }
+            lens = "lens_label" if "lens_label" in columns else "NULL::VARCHAR"
+            labels = [
+                label
+                for (label,) in cur.execute(
+                    f"""SELECT DISTINCT label FROM (SELECT top_label AS label FROM features
+                    UNION ALL SELECT {lens} FROM features) WHERE label IS NOT NULL ORDER BY label"""
+                ).fetchall()
+            ]
+            arrays = cur.sql(
+                f"""WITH codes AS (SELECT label, (row_number() OVER (ORDER BY label) - 1)::INTEGER AS code
+                    FROM (SELECT DISTINCT label FROM (SELECT top_label AS label FROM features
+                          UNION ALL SELECT {lens} FROM features) WHERE label IS NOT NULL))
+                SELECT f.feature::BIGINT AS feature, coalesce(f.frequency, 0)::DOUBLE AS frequency,
+                       coalesce(f.image_frequency, 0)::DOUBLE AS image_frequency,
+                       coalesce(f.max_value, 'NaN')::DOUBLE AS max_value,
+                       coalesce(f.label_entropy_norm, 'NaN')::DOUBLE AS entropy, coalesce(f.dead, false) AS dead,
+                       coalesce(t.code, -1) AS top_code, coalesce(l.code, -1) AS lens_code
+                FROM features f LEFT JOIN codes t ON t.label = f.top_label LEFT JOIN codes l ON l.label = {lens}
+                ORDER BY f.feature"""
+            ).fetchnumpy()
+        return FeatureRows(
+            feature=np.asarray(arrays["feature"], dtype=np.int64),
+            frequency=np.asarray(arrays["frequency"], dtype=np.float64),
+            image_frequency=np.asarray(arrays["image_frequency"], dtype=np.float64),
+            max_value=np.asarray(arrays["max_value"], dtype=np.float64),
+            entropy=np.asarray(arrays["entropy"], dtype=np.float64),
+            dead=np.asarray(arrays["dead"], dtype=bool),
+            top_label=np.asarray(arrays["top_code"], dtype=np.int32),
+            lens_label=np.asarray(arrays["lens_code"], dtype=np.int32),
+            labels=tuple(labels),
+        )
+
+    def text_search(self, text: str, n: int = 200) -> list[tuple[int, float]]:
+        """Features whose logit-lens embedding is closest to a CLIP text embedding of `text` (needs torch).
+
+        Raises a SaetuiError (shown as one line in the browser) when the model files or the embeddings are missing.
+        """
+        try:
+            from saetui import api
+        except ImportError as error:
+            raise NotFoundError(
+                f"free-text search is not available ({error})",
+                "search by label instead, or install saetui fully",
+            ) from None
+        with self.cursor() as cur:
+            hits = api.search_text(cur, text, n=n)
+        return [(int(f), float(s)) for f, s in hits]
+
+    # ---- feature page --------------------------------------------------------------------------------------
+
+    def feature_page(self, feature: int, top_images: int = 32, neighbours: int = 12) -> FeaturePage:
+        """The text of a feature page: stats, top images, label shares, lens, neighbours and histogram.
+
+        The queries are saetui.stats.queries (the notebook API's), imported here so polars loads in a worker
+        on first use rather than at startup.
+        """
+        from saetui.stats import queries
+
+        with self.cursor() as cur:
+            row = queries.feature_row(cur, feature)
+            stats = FeatureStats(
+                feature=int(row["feature"]),
+                frequency=_float(row.get("frequency")) or 0.0,
+                image_frequency=_float(row.get("image_frequency")) or 0.0,
+                mean_value=_float(row.get("mean_value")),
+                max_value=_float(row.get("max_value")),
+                label_entropy=_float(row.get("label_entropy")),
+                label_entropy_norm=_float(row.get("label_entropy_norm")),
+                top_label=row.get("top_label"),
+                top_label_share=_float(row.get("top_label_share")),
+                n_labels=row.get("n_labels"),
+                n_tokens=row.get("n_tokens"),
+                n_images=row.get("n_images"),
+                dead=bool(row.get("dead")),
+            )
+            tops = tuple(
+                TopImage(int(r["image_id"]), float(r["value"]), r["label"])
+                for r in _rows(queries.top_images, cur, feature, top_images)
+            )
+            labels = tuple(
+                LabelShare(str(r["label"]), float(r["share"]), int(r["n_images"]))
+                for r in _rows(queries.label_shares, cur, feature)
+            )
+            lens = tuple(
+                LensEntry(int(r["rank"]), str(r["label"]), float(r["score"]), float(r["prob"]))
+                for r in _rows(queries.lens, cur, feature)
+            )
+            coactivating = tuple(
+                Neighbour(
+                    int(r["other"]),
+                    float(r["count"]),
+                    f"n={int(r['count'])} P={r['p_given']:.2f} J={r['jaccard']:.2f}",
+                    r["top_label"],
+                )
+                for r in _rows(queries.coactivation, cur, feature, neighbours)
+            )
+            note = None
+            try:
+                similar = tuple(
+                    Neighbour(int(r["other"]), float(r["cosine"]), f"cos={r['cosine']:.2f}", r["top_label"])
+                    for r in queries.neighbours(cur, feature, neighbours).iter_rows(named=True)
+                )
+            except (NotFoundError, DataError) as error:
+                similar, note = (), error.one_line()
+            histogram = tuple(
+                HistogramBin(float(r["lo"]), float(r["hi"]), int(r["count"]))
+                for r in _rows(queries.histogram, cur, feature)
+            )
+        return FeaturePage(stats, tops, labels, lens, coactivating, similar, note, histogram)
+
+    # ---- images --------------------------------------------------------------------------------------------
+
+    def thumbnail(self, image_id: int) -> bytes | None:
+        """The JPEG thumbnail stored for an image (None when the database has none)."""
+        return self.thumbnails([image_id]).get(image_id)
+
+    def thumbnails(self, image_ids: list[int]) -> dict[int, bytes]:
+        """Image bytes for several images: the stored thumbnail, else the original file if it is readable."""
+        if not image_ids:
+            return {}
+        with self.cursor() as cur:
+            rows = cur.execute(
+                "SELECT image_id, thumbnail, path FROM images WHERE image_id IN (SELECT unnest(?::INTEGER[]))",
+                [image_ids],
+            ).fetchall()
+        found: dict[int, bytes] = {}
+        for image_id, thumbnail, path in rows:
+            if thumbnail is not None:
+                found[int(image_id)] = bytes(thumbnail)
+            elif path and Path(path).is_file():
+                try:
+                    found[int(image_id)] = Path(path).read_bytes()
+                except OSError:
+                    continue
+        return found
+
+    def patch_values(self, image_id: int, feature: int) -> np.ndarray:
+        """The feature's value on each of the image's 257 tokens (0 where not kept or not active)."""
+        from saetui.stats import queries
+
+        with self.cursor() as cur:
+            return queries.patch_map(cur, feature, image_id, GRID_TOKENS)
+
+    def image_page(self, image_id: int, n_features: int = 40) -> ImagePage:
+        """An image's row, its strongest features (max over tokens) and its per-token error."""
+        from saetui.stats import queries
+
+        with self.cursor() as cur:
+            rows = cur.execute(
+                "SELECT path, label, width, height FROM images WHERE image_id = ?", [image_id]
+            ).fetchall()
+            if not rows:
+                raise NotFoundError(f"image {image_id} does not exist", "pick an image from a feature page")
+            path, label, width, height = rows[0]
+            features = tuple(
+                ImageFeature(int(r["feature"]), float(r["value"]), int(r["n_tokens"]), r["top_label"])
+                for r in queries.image_features(cur, image_id, n_features).iter_rows(named=True)
+            )
+            sse = np.full(GRID_TOKENS, np.nan)
+            ev_values: list[float] = []
+            if "token_errors" in self.tables:
+                for token, token_sse, total in cur.execute(
+                    "SELECT token, sse, total_ss FROM token_errors WHERE image_id = ?", [image_id]
+                ).fetchall():
+                    if 0 <= token < GRID_TOKENS:
+                        sse[int(token)] = token_sse
+                    if total:
+                        ev_values.append(1 - token_sse / total)
+        return ImagePage(
+            image_id=image_id,
+            path=path,
+            label=label,
+            width=width,
+            height=height,
+            file_exists=bool(path) and Path(path).is_file(),
+            features=features,
+            token_sse=sse,
+            explained_variance=float(np.mean(ev_values)) if ev_values else None,
+        )
+
+    # ---- overview ------------------------------------------------------------------------------------------
+
+    def overview(self) -> Overview:
+        """Run facts, feature counts, the frequency histogram and the position-error maps."""
+        missing = tuple(name for name in ("features", "position_errors", "image_errors") if name not in self.tables)
+        with self.cursor() as cur:
+            run = self._run_rows(cur)
+            n_images = int(cur.execute("SELECT count(*) FROM images").fetchall()[0][0])
+            n_tokens = (
+                int(cur.execute("SELECT count(*) FROM token_errors").fetchall()[0][0])
+                if "token_errors" in self.tables
+                else 0
+            )
+            skipped = (
+                int(cur.execute("SELECT count(*) FROM skipped").fetchall()[0][0]) if "skipped" in self.tables else 0
+            )
+            n_features = alive = dead = 0
+            bins: tuple[HistogramBin, ...] = ()
+            if "features" in self.tables:
+                n_features, dead = (
+                    int(v)
+                    for v in cur.execute("SELECT count(*), count(*) FILTER (WHERE dead) FROM features").fetchall()[0]
+                )
+                alive = n_features - dead
+                freq = cur.sql("SELECT frequency FROM features WHERE NOT dead AND frequency > 0").fetchnumpy()[
+                    "frequency"
+                ]
+                bins = _log_bins(np.asarray(freq, dtype=np.float64))
+            position_sse = np.full(GRID_TOKENS, np.nan)
+            position_ev = np.full(GRID_TOKENS, np.nan)
+            ev = nmse = None
+            if "position_errors" in self.tables:
+                for token, sse, token_ev in cur.execute(
+                    "SELECT token, mean_sse, explained_variance FROM position_errors"
+                ).fetchall():
+                    if 0 <= token < GRID_TOKENS:
+                        position_sse[int(token)] = np.nan if sse is None else sse
+                        position_ev[int(token)] = np.nan if token_ev is None else token_ev
+            if "image_errors" in self.tables:
+                ev, nmse = cur.execute(
+                    "SELECT sum(explained_variance * n_tokens) / sum(n_tokens), avg(nmse) FROM image_errors"
+                ).fetchall()[0]
+        return Overview(
+            run=run,
+            n_images=n_images,
+            n_tokens=n_tokens,
+            n_features=n_features,
+            alive=alive,
+            dead=dead,
+            skipped=skipped,
+            frequency_bins=bins,
+            position_sse=position_sse,
+            position_ev=position_ev,
+            explained_variance=_float(ev),
+            nmse=_float(nmse),
+            missing=missing,
+        )
+
+    def _run_rows(self, cur: duckdb.DuckDBPyConnection) -> tuple[tuple[str, str], ...]:
+        """The latest run as (column, value) pairs, NULLs left out."""
+        if "runs" not in self.tables:
+            return ()
+        relation = cur.sql("SELECT * FROM runs")
+        columns = relation.columns
+        rows = relation.fetchall()
+        if not rows:
+            return ()
+        return tuple((c, str(v)) for c, v in zip(columns, rows[-1], strict=True) if v is not None)
+
+    # ---- SQL console ---------------------------------------------------------------------------------------
+
+    def run_sql(self, sql: str, limit: int = 1000) -> QueryResult:
+        """Run read-only SQL as `saetui query` does (same runner, errors and DuckDB's text for every value).
+
+        At most `limit` rows come back, as text (NULL as None); bad SQL, writes and cancellation are DataErrors.
+        """
+        from saetui.store import output
+
+        start = time.perf_counter()
+        with self.cursor("sql") as cur:
+            try:
+                relation = output.run(cur, sql)
+                if relation is None or not relation.columns:
+                    return QueryResult((), (), (), False, time.perf_counter() - start)
+                columns = tuple(relation.columns)
+                types = tuple(str(t) for t in relation.types)
+                rows = relation.query(
+                    "q", f"SELECT CAST(COLUMNS(*) AS VARCHAR) FROM q LIMIT {int(limit) + 1}"
+                ).fetchall()
+            except duckdb.InterruptException:
+                raise DataError("query cancelled", "run it again or narrow it") from None
+            except duckdb.Error as error:
+                raise output.query_error(error) from None
+        return QueryResult(columns, types, tuple(rows[:limit]), len(rows) > limit, time.perf_counter() - start)
+
+
+def _rows(query: Callable[..., Any], cur: duckdb.DuckDBPyConnection, *args: Any) -> list[dict[str, Any]]:
+    """Rows of a saetui.stats.queries function as dicts; a missing derived table gives no rows."""
+    try:
+        return list(query(cur, *args).iter_rows(named=True))
+    except NotFoundError:
+        return []
+
+
+def _log_bins(values: np.ndarray, per_decade: int = 2) -> tuple[HistogramBin, ...]:
+    """Histogram of positive values on log10 bins (per_decade bins per power of ten)."""
+    if len(values) == 0:
+        return ()
+    logs = np.log10(values)
+    lo = math.floor(float(logs.min()) * per_decade) / per_decade
+    hi = math.ceil(float(logs.max()) * per_decade + 1e-9) / per_decade
+    edges = np.arange(lo, hi + 1 / per_decade / 2, 1 / per_decade)
+    if len(edges) < 2:
+        edges = np.array([lo, lo + 1 / per_decade])
+    counts, _ = np.histogram(logs, bins=edges)
+    return tuple(
+        HistogramBin(float(10**a), float(10**b), int(c)) for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)
+    )
