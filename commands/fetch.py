@@ -46,9 +46,7 @@ def _print_table(rows: list[list[str]]) -> None:
     """Left-aligned columns separated by two spaces, on stdout."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
-        sys.stdout.write(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+        sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         sys.stdout.write("\n")
 
 
@@ -120,15 +118,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("fetch", help=HELP, no_args_is_help=True)
     def fetch_command(
-        name: str | None = typer.Argument(
-            None, metavar="NAME", help="SAE to fetch, e.g. layer20.", show_default=False
-        ),
-        checkpoint: str = typer.Option(
-            "latest", "--checkpoint", help="'latest' or a token count, e.g. 100069632."
-        ),
-        revision: str | None = typer.Option(
-            None, "--revision", help="Branch, tag or commit of the SAE repo."
-        ),
+        name: str | None = typer.Argument(None, metavar="NAME", help="SAE to fetch, e.g. layer20.", show_default=False),
+        checkpoint: str = typer.Option("latest", "--checkpoint", help="'latest' or a token count, e.g. 100069632."),
+        revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit of the SAE repo."),
         cache: str | None = typer.Option(
             None, "--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache).", show_default=False
         ),
@@ -141,7 +133,5 @@ def register(app: typer.Typer) -> None:
             _list(cache)
             return
         if name is None:
-            raise UsageError(
-                "missing NAME", "e.g. `saetui fetch layer20`; `saetui fetch --list` shows the names"
-            )
+            raise UsageError("missing NAME", "e.g. `saetui fetch layer20`; `saetui fetch --list` shows the names")
         _fetch(name, checkpoint, revision, cache)

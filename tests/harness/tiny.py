@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from saetui.demo import preprocessor_config
+
 TINY_WIDTH = 32  # vision width == SAE d_in
 TINY_LAYERS = 24  # 24 blocks like ViT-L/14 so every CLIP-Scope layer (2..22) exists
 TINY_EMBED_DIM = 16
@@ -57,20 +59,7 @@ def tiny_open_clip_config() -> dict:
 
 def tiny_preprocessor_config() -> dict:
     """Content of the tiny repo's preprocessor_config.json, shaped like the HF CLIPImageProcessor ports."""
-    return {
-        "crop_size": {"height": 224, "width": 224},
-        "do_center_crop": True,
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "image_mean": list(OPENAI_MEAN),
-        "image_processor_type": "CLIPImageProcessor",
-        "image_std": list(OPENAI_STD),
-        "resample": 3,
-        "rescale_factor": 1 / 255,
-        "size": {"shortest_edge": 224},
-    }
+    return dict(preprocessor_config())
 
 
 def _randomise(model: torch.nn.Module, seed: int) -> None:
