@@ -37,11 +37,17 @@ def register(app: typer.Typer) -> None:
             show_default=False,
         ),
         feature: int | None = typer.Option(None, "--feature", help="Open this feature's page first."),
+        compare: str | None = typer.Option(
+            None,
+            "--compare",
+            help="Show each feature's best match in this database (run `saetui compare DB OTHER` first).",
+            show_default=False,
+        ),
     ) -> None:
         """Open the browser."""
         from saetui.paths import default_db
         from saetui.tui.launch import browse, default_image_mode
 
-        code = browse(db or default_db(), (images or default_image_mode()).lower(), feature)
+        code = browse(db or default_db(), (images or default_image_mode()).lower(), feature, compare)
         if code:
             raise typer.Exit(code)

@@ -307,8 +307,8 @@ def compare_databases(
     match = forward.match[alive]
     mutual = (match >= 0) & (backward.match[np.maximum(match, 0)] == alive)
     return Comparison(
-        a=str(a),
-        b=str(b),
+        a=str(Path(a).resolve()),
+        b=str(Path(b).resolve()),
         top=top,
         threshold=threshold,
         images=len(unique),

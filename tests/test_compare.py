@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -26,6 +27,7 @@ from harness.handbuilt import build_db
 from harness.tiny import EARLY_TOKENS
 from saetui.commands.main import main
 from saetui.compare import FeatureSets, best_matches
+from saetui.errors import DataError
 from saetui.stats import StatsOptions, compute_stats
 
 IMAGES = [(i, f"/data/{i}.jpg", None) for i in range(6)]
@@ -239,3 +241,34 @@ def test_differently_seeded_saes_match_less(indexed: Path) -> None:
     assert report["mean_jaccard"] == pytest.approx(0.798, abs=0.01)
     assert report["mutual_pairs"] == 128
     assert report["share_above_threshold"] == pytest.approx(0.510, abs=0.01)
+
+
+def test_browse_shows_the_stored_best_match_of_each_feature(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """`browse --compare B` reads the matches `saetui compare A B` stored in A, with B's top label of the match."""
+    from saetui.tui.data import BrowseData
+
+    a, b = pair
+    with pytest.raises(DataError, match="holds no feature matches"):
+        BrowseData(a, compare=b)
+    code, _, err = run_cli("compare", str(a), str(b))
+    assert code == 0, err
+    data = BrowseData(a, compare=b)
+    try:
+        first = data.best_match(0)
+        assert first is not None
+        assert (first.feature, first.overlap, first.mutual) == (5, 2, True)
+        assert first.jaccard == pytest.approx(2 / 3)
+        assert first.database == b.name
+        assert data.best_match(2).mutual is False
+        assert data.feature_page(0).match == first
+    finally:
+        data.close()
+    other = tmp_path / "other.duckdb"
+    shutil.copy(b, other)
+    with pytest.raises(DataError, match="computed against"):
+        BrowseData(a, compare=other)
+    plain = BrowseData(a)
+    try:
+        assert plain.best_match(0) is None
+    finally:
+        plain.close()

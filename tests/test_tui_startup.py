@@ -88,15 +88,15 @@ def test_unknown_image_mode_is_a_usage_error(db: BrowseDb, capsys: pytest.Captur
 
 
 def test_options_reach_the_app(db: BrowseDb, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--db, --images (or $SAETUI_IMAGES) and --feature are passed to the browser, which runs and returns 0."""
+    """--db, --images (or $SAETUI_IMAGES), --feature and --compare are passed to the browser, which returns 0."""
     calls: list[tuple[object, ...]] = []
 
-    def fake_browse(path: object, images: str, feature: int | None) -> int:
-        calls.append((path, images, feature))
+    def fake_browse(path: object, images: str, feature: int | None, compare: str | None) -> int:
+        calls.append((path, images, feature, compare))
         return 0
 
     monkeypatch.setattr("saetui.tui.launch.browse", fake_browse)
     monkeypatch.setenv("SAETUI_IMAGES", "Unicode")
     assert main(["browse", "--db", str(db.path), "--feature", "7"]) == 0
-    assert main(["browse", "--db", str(db.path), "--images", "halfcell"]) == 0
-    assert calls == [(str(db.path), "unicode", 7), (str(db.path), "halfcell", None)]
+    assert main(["browse", "--db", str(db.path), "--images", "halfcell", "--compare", "b.duckdb"]) == 0
+    assert calls == [(str(db.path), "unicode", 7, None), (str(db.path), "halfcell", None, "b.duckdb")]

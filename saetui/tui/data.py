@@ -136,6 +136,19 @@ class FeaturePage:
     similar: tuple[Neighbour, ...]
     similar_note: str | None
     histogram: tuple[HistogramBin, ...]
+    match: BestMatch | None = None
+
+
+@dataclass(frozen=True)
+class BestMatch:
+    """The feature of the --compare database whose top images overlap this one's most (from `saetui compare`)."""
+
+    database: str
+    feature: int | None
+    jaccard: float
+    overlap: int
+    mutual: bool
+    top_label: str | None
 
 
 @dataclass(frozen=True)
@@ -204,10 +217,12 @@ def _float(value: Any) -> float | None:
 class BrowseData:
     """Read-only queries for the browser over one saetui database."""
 
-    def __init__(self, path: str | Path) -> None:
-        """Open the database read-only; a missing file or a writer's lock becomes a one-line error."""
+    def __init__(self, path: str | Path, compare: str | Path | None = None) -> None:
+        """Open the database read-only (and the --compare one); a missing file or a lock becomes a one-line error."""
         self.path = Path(path)
         self._con = connect(self.path, read_only=True)
+        self.compare = Path(compare) if compare is not None else None
+        self._other: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._active: dict[duckdb.DuckDBPyConnection, str] = {}
         with self.cursor() as cur:
@@ -217,11 +232,55 @@ class BrowseData:
         self.tables = frozenset(name for (name,) in rows)
         if "images" not in self.tables:
             raise DataError(f"{self.path} has no images table", "is this a database written by `saetui index`?")
+        if self.compare is not None:
+            self._open_compare(self.compare)
+
+    def _open_compare(self, other: Path) -> None:
+        """Check that `saetui compare` stored this database's matches against `other`, then open `other` read-only."""
+        hint = f"run `saetui compare {self.path} {other}` first: it stores the matches in {self.path.name}"
+        if not {"feature_matches", "compare_info"} <= self.tables:
+            raise DataError(f"{self.path} holds no feature matches", hint)
+        with self.cursor() as cur:
+            (stored,) = cur.execute("SELECT b FROM compare_info").fetchone() or (None,)
+        if stored is None or Path(stored).resolve() != other.resolve():
+            raise DataError(f"the matches in {self.path} were computed against {stored}, not {other}", hint)
+        self._other = connect(other, read_only=True)
+
+    def best_match(self, feature: int) -> BestMatch | None:
+        """The --compare database's best match for a feature, with its top label there; None without --compare."""
+        if self.compare is None or self._other is None:
+            return None
+        with self.cursor() as cur:
+            row = cur.execute(
+                "SELECT match_feature, jaccard, overlap, mutual FROM feature_matches WHERE feature = ?", [feature]
+            ).fetchone()
+        if row is None:
+            return BestMatch(self.compare.name, None, 0.0, 0, False, None)
+        match, jaccard, overlap, mutual = row
+        label = None
+        if match is not None:
+            with self._lock:
+                found = (
+                    self._other.cursor()
+                    .execute("SELECT top_label FROM features WHERE feature = ?", [int(match)])
+                    .fetchone()
+                )
+            label = found[0] if found else None
+        return BestMatch(
+            self.compare.name,
+            None if match is None else int(match),
+            float(jaccard or 0.0),
+            int(overlap or 0),
+            bool(mutual),
+            label,
+        )
 
     def close(self) -> None:
-        """Interrupt running queries and close the connection."""
+        """Interrupt running queries and close the connections."""
         self.interrupt()
         self._con.close()
+        if self._other is not None:
+            self._other.close()
 
     @contextmanager
     def cursor(self, kind: str = "read") -> Iterator[duckdb.DuckDBPyConnection]:
@@ -372,7 +431,8 @@ class BrowseData:
                 HistogramBin(float(r["lo"]), float(r["hi"]), int(r["count"]))
                 for r in _rows(queries.histogram, cur, feature)
             )
-        return FeaturePage(stats, tops, labels, lens, coactivating, similar, note, histogram)
+        match = self.best_match(feature)
+        return FeaturePage(stats, tops, labels, lens, coactivating, similar, note, histogram, match)
 
     # ---- images --------------------------------------------------------------------------------------------
 

@@ -18,9 +18,11 @@ def default_image_mode() -> str:
     return os.environ.get(IMAGES_ENV, "auto").strip().lower() or "auto"
 
 
-def build_app(db: str | Path, images: str = "auto", feature: int | None = None) -> SaeTuiApp:
+def build_app(
+    db: str | Path, images: str = "auto", feature: int | None = None, compare: str | Path | None = None
+) -> SaeTuiApp:
     """The app over db (opened read-only), drawing images with the chosen renderer, optionally on a feature."""
-    data = BrowseData(db)
+    data = BrowseData(db, compare)
     try:
         renderer = load_renderer(images)
     except BaseException:
@@ -30,9 +32,9 @@ def build_app(db: str | Path, images: str = "auto", feature: int | None = None) 
     return SaeTuiApp(data, renderer, start)
 
 
-def browse(db: str | Path, images: str = "auto", feature: int | None = None) -> int:
+def browse(db: str | Path, images: str = "auto", feature: int | None = None, compare: str | Path | None = None) -> int:
     """Run the browser until the user quits; returns the exit status."""
-    app = build_app(db, images, feature)
+    app = build_app(db, images, feature, compare)
     try:
         app.run()
     finally:

@@ -167,6 +167,16 @@ class FeatureScreen(PageScreen):
             share = f" {s.top_label_share:.0%}" if s.top_label_share is not None else ""
             text.append(" · top label ")
             text.append(f"{s.top_label}{share}", "bold")
+        m = page.match
+        if m is not None:
+            text.append(f"\nbest match in {m.database}: ")
+            if m.feature is None:
+                text.append("none (no shared top images)", "dim")
+            else:
+                text.append(f"#{m.feature}", "bold")
+                text.append(f" Jaccard {m.jaccard:.2f} · {m.overlap} shared top images")
+                text.append(" · mutual" if m.mutual else "")
+                text.append(f" · {m.top_label}" if m.top_label else "")
         return text
 
     def labels_title(self, page: FeaturePage) -> str:
