@@ -38,31 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saetui.demo import preprocessor_config
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 LAYER = 20
 REAL_FEATURES = 65_536
 REAL_K = 32
-OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
-def _preprocessor_config() -> dict:
-    """A CLIPImageProcessor config like the laion HF ports (OpenAI mean/std, 224 bicubic, centre crop)."""
-    return {
-        "crop_size": {"height": 224, "width": 224},
-        "do_center_crop": True,
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "image_mean": OPENAI_MEAN,
-        "image_processor_type": "CLIPImageProcessor",
-        "image_std": OPENAI_STD,
-        "resample": 3,
-        "rescale_factor": 1 / 255,
-        "size": {"shortest_edge": 224},
-    }
 
 
 def build_tiny(root: Path) -> tuple[Path, Path]:
@@ -92,7 +74,7 @@ def build_real(root: Path) -> tuple[Path, Path]:
     del visual, state
     config = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}
     (model_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    (model_dir / "preprocessor_config.json").write_text(json.dumps(_preprocessor_config(), indent=2))
+    (model_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2))
     d_in = int(model_cfg["vision_cfg"]["width"])
     gen = torch.Generator().manual_seed(1)
     dec = torch.randn(REAL_FEATURES, d_in, generator=gen)
