@@ -193,6 +193,24 @@ def test_sample_run_says_what_it_used_and_ran_stats(sample_run: Indexed, checkpo
     assert scalar(sample_run.db, "SELECT count(*) FROM features") == checkpoint.n_features
 
 
+def test_sample_statistics_cover_every_active_feature(sample_run: Indexed, capsys: pytest.CaptureFixture) -> None:
+    """Every feature active anywhere has exact counts in `features`, the rest are dead, and the lens ranks labels."""
+    active = dict(rows(sample_run.db, "SELECT feature, count(*) FROM activations WHERE value > 0 GROUP BY feature"))
+    stored = {f: (n, dead) for f, n, dead in rows(sample_run.db, "SELECT feature, n_tokens, dead FROM features")}
+    assert active
+    assert all(stored[f] == (n, False) for f, n in active.items())
+    assert all(dead and n == 0 for f, (n, dead) in stored.items() if f not in active)
+    feature = min(active)
+    sql = f"select rank, label, score from logit_lens where feature = {feature} order by rank"
+    capsys.readouterr()
+    assert main(["query", sql, "--db", str(sample_run.db), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "rank,label,score" and len(lines) == 11
+    ranks = [int(line.split(",")[0]) for line in lines[1:]]
+    scores = [float(line.rsplit(",", 1)[1]) for line in lines[1:]]
+    assert ranks == list(range(1, 11)) and scores == sorted(scores, reverse=True)
+
+
 def test_moments_cover_every_token(sample_run: Indexed) -> None:
     """The batch moments add up to every stored token and to the sum of x computed from the codes' run."""
     tokens, sum_sq = rows(sample_run.db, "SELECT sum(tokens), sum(sum_sq) FROM batch_moments")[0]
