@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from saetui.commands.options import CacheDir, ImageColumn, LabelColumn, Split, Workers
+
 HELP = """Evaluate an SAE on a labelled image set: what splicing it into CLIP does downstream, how well it
 reconstructs, and how its features line up with the hooked block's MLP neurons.
 
@@ -64,19 +66,11 @@ def register(app: typer.Typer) -> None:
         db: Path | None = typer.Option(
             None, "--db", help="Also store the results in this DuckDB file.", show_default=False
         ),
-        split: str = typer.Option("train", "--split", help="Split of a dataset or split Parquet folder."),
-        image_column: str | None = typer.Option(
-            None, "--image-column", help="Image column of a table source (default: guessed).", show_default=False
-        ),
-        label_column: str | None = typer.Option(
-            None, "--label-column", help="Label column of a table source (default: guessed).", show_default=False
-        ),
-        workers: int | None = typer.Option(
-            None, "--workers", help="Decode threads (default: CPU cores, at most 8).", show_default=False
-        ),
-        cache: str | None = typer.Option(
-            None, "--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache).", show_default=False
-        ),
+        split: Split = "train",
+        image_column: ImageColumn = None,
+        label_column: LabelColumn = None,
+        workers: Workers = None,
+        cache: CacheDir = None,
     ) -> None:
         """Evaluate an SAE."""
         from saetui.evaluate.runner import EvalOptions

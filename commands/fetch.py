@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from saetui.commands.options import CacheDir
 from saetui.errors import NotFoundError, UsageError
 
 HELP = """Download an SAE checkpoint and the open_clip model it reads into the cache.
@@ -121,9 +122,7 @@ def register(app: typer.Typer) -> None:
         name: str | None = typer.Argument(None, metavar="NAME", help="SAE to fetch, e.g. layer20.", show_default=False),
         checkpoint: str = typer.Option("latest", "--checkpoint", help="'latest' or a token count, e.g. 100069632."),
         revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit of the SAE repo."),
-        cache: str | None = typer.Option(
-            None, "--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache).", show_default=False
-        ),
+        cache: CacheDir = None,
         list_: bool = typer.Option(False, "--list", help="List every SAE and the checkpoints the hub has."),
     ) -> None:
         """Download an SAE checkpoint and its CLIP model, or list the checkpoints."""

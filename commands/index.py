@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from saetui.commands.options import CacheDir, ImageColumn, LabelColumn, Split, Workers
 from saetui.errors import UsageError
 
 if TYPE_CHECKING:
@@ -95,19 +96,11 @@ def register(app: typer.Typer) -> None:
             None, "--limit", help="Index only the first N items of the source.", show_default=False
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the database first."),
-        split: str = typer.Option("train", "--split", help="Split of a dataset or split Parquet folder."),
-        image_column: str | None = typer.Option(
-            None, "--image-column", help="Image column of a table source (default: guessed).", show_default=False
-        ),
-        label_column: str | None = typer.Option(
-            None, "--label-column", help="Label column of a table source (default: guessed).", show_default=False
-        ),
-        workers: int | None = typer.Option(
-            None, "--workers", help="Decode threads (default: CPU cores, at most 8).", show_default=False
-        ),
-        cache: str | None = typer.Option(
-            None, "--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache).", show_default=False
-        ),
+        split: Split = "train",
+        image_column: ImageColumn = None,
+        label_column: LabelColumn = None,
+        workers: Workers = None,
+        cache: CacheDir = None,
         no_stats: bool = typer.Option(False, "--no-stats", help="Do not compute statistics at the end."),
     ) -> None:
         """Index images into a database."""

@@ -1,0 +1,25 @@
+"""Command-line options several commands share, declared once as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+CacheDir = Annotated[
+    str | None,
+    typer.Option("--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache).", show_default=False),
+]
+Split = Annotated[str, typer.Option("--split", help="Split of a dataset or split Parquet folder.")]
+ImageColumn = Annotated[
+    str | None,
+    typer.Option("--image-column", help="Image column of a table source (default: guessed).", show_default=False),
+]
+LabelColumn = Annotated[
+    str | None,
+    typer.Option("--label-column", help="Label column of a table source (default: guessed).", show_default=False),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", help="Decode threads (default: CPU cores, at most 8).", show_default=False),
+]
