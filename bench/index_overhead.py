@@ -41,7 +41,7 @@ import torch
 from saetui.demo import preprocessor_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
+SAMPLE = ROOT / "tests" / "data" / "imagenet-sample"
 LAYER = 20
 REAL_FEATURES = 65_536
 REAL_K = 32

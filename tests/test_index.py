@@ -24,10 +24,10 @@ from harness.badimages import SAMPLE, make_bad_input_folder
 from harness.fakehub import FetchedCache
 from harness.reference import dense_reference_encode, hf_hidden_states, open_clip_to_hf
 from harness.tiny import tiny_open_clip_config, tiny_state_dict
+from saetui import imagenet
 from saetui.checkpoint import load_checkpoint
 from saetui.commands.main import main
 
-WNIDS_FILE = SAMPLE.parent / "imagenet_wnids.txt"
 LAYER = 20
 N_TOKENS = 257
 
@@ -125,7 +125,7 @@ def test_sample_stores_every_token_and_pair(sample_run: Indexed, checkpoint) -> 
 
 def test_sample_images_rows(sample_run: Indexed) -> None:
     """Paths, ImageNet class-name labels, sizes, content hashes and JPEG thumbnails of the input crops."""
-    wnids = WNIDS_FILE.read_text().split()
+    wnids = imagenet.wnids()
     import open_clip
 
     names = dict(zip(wnids, open_clip.IMAGENET_CLASSNAMES, strict=True))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from harness.reference import hf_hidden_states, open_clip_to_hf
+from harness.sample import SAMPLE
 from harness.tiny import (
     TINY_LAYERS,
     TINY_WIDTH,
@@ -23,8 +24,6 @@ from harness.tiny import (
 from saetui.errors import DataError, NotFoundError, UsageError
 from saetui.model import VisionTrunk, load_clip, model_width, resolve_device
 from saetui.preprocess import load_preprocessing, preprocess_image
-
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.sample import SAMPLE
 from harness.tiny import tiny_model_config_files, write_files
 from saetui.errors import DataError, NotFoundError
 from saetui.preprocess import (
@@ -23,8 +24,6 @@ from saetui.preprocess import (
     resized_shape,
     to_pixels,
 )
-
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
 
 @pytest.fixture(scope="module")

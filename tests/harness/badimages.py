@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-sample"
+from harness.sample import SAMPLE
+
 GOOD_COLOUR = SAMPLE / "n01484850" / "n01484850_great_white_shark.JPEG"
 GOOD_COLOUR_2 = SAMPLE / "n01494475" / "n01494475_hammerhead.JPEG"
 GOOD_GREYSCALE = SAMPLE / "n02692877" / "n02692877_airship.JPEG"
