@@ -1,8 +1,8 @@
 """Per-feature token statistics and exact top images, accumulated chunk by chunk of whole images in numpy.
 
 For each chunk of images the active pairs (value > 0) are grouped by (image, feature) with one sort of packed
-int64 keys (image, feature, float bits of the value: the bits of a positive float32 sort like the value), which
-gives every group's max, active-token count and sum at once. From the groups:
+int64 keys (rank of the image among the chunk's ids, feature, float bits of the value: the bits of a positive
+float32 sort like the value), which gives every group's max, active-token count and sum at once. From the groups:
 
 - FeatureTotals adds active tokens, their sum and max, and images with an active token (exact: chunks hold whole
   images, so every (image, feature) group is seen once);
@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 _VALUE_BITS = np.int64(0xFFFFFFFF)
+_MAX_PACKED_GROUPS = 1 << 31  # group keys that fit above the 32 value bits of a signed int64
 
 
 def float_bits(values: np.ndarray) -> np.ndarray:
@@ -29,20 +30,29 @@ def bits_float(bits: np.ndarray) -> np.ndarray:
 
 
 def group_pairs(image: np.ndarray, feature: np.ndarray, value: np.ndarray, n_features: int) -> dict[str, np.ndarray]:
-    """(image, feature) groups of positive pairs: image, feature, max, count, sum (sorted by image, feature)."""
+    """(image, feature) groups of positive pairs: image, feature, max, count, sum (sorted by image, feature).
+
+    Image ids may have any gaps: groups are keyed by the rank of the image among the chunk's distinct ids, and
+    when (distinct images x n_features) does not fit the 31 bits left beside the value bits, the pairs are
+    sorted by a lexicographic sort instead of one packed key.
+    """
     if len(value) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return {"image": empty, "feature": empty, "max": np.zeros(0, np.float32), "count": empty, "sum": np.zeros(0)}
-    base = int(image.min())
-    group_key = (image.astype(np.int64) - base) * n_features + feature.astype(np.int64)
-    packed = np.sort((group_key << 32) | float_bits(value))
-    keys = packed >> 32
+    images, rank = np.unique(image, return_inverse=True)
+    group_key = rank.astype(np.int64) * n_features + feature.astype(np.int64)
+    bits = float_bits(value)
+    if len(images) * n_features <= _MAX_PACKED_GROUPS:
+        packed = np.sort((group_key << 32) | bits)
+        keys, values = packed >> 32, bits_float(packed)
+    else:
+        order = np.lexsort((bits, group_key))
+        keys, values = group_key[order], value[order].astype(np.float32)
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.append(starts[1:], len(packed))
-    values = bits_float(packed)
+    ends = np.append(starts[1:], len(keys))
     group = keys[starts]
     return {
-        "image": group // n_features + base,
+        "image": images[group // n_features].astype(np.int64),
         "feature": group % n_features,
         "max": values[ends - 1],
         "count": ends - starts,
