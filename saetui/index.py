@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
@@ -70,6 +69,7 @@ class IndexSummary:
     source: str
     considered: int  # source items within --limit
     already_done: int  # of those, stored or skipped by an earlier run
+    missing: int = 0  # items an earlier run stored or skipped that the source no longer has
     indexed: int = 0
     skipped: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)
@@ -87,8 +87,11 @@ class IndexSummary:
             f"{self.tokens_stored:,} tokens ({self.pairs_stored:,} pairs) stored "
             f"in {self.seconds:.1f} s ({rate:.1f} img/s) -> {self.db_path}"
         ]
-        if self.already_done:
-            lines.append(f"  {self.already_done} of the {self.considered} items were already in the database")
+        if self.already_done or self.missing:
+            lines.append(
+                f"  source: {self.considered - self.already_done} new, {self.already_done} already done, "
+                f"{self.missing} missing (stored earlier, no longer in the source; their rows stay)"
+            )
         for reason, count in self.skip_reasons.most_common():
             lines.append(f"  skipped {count}: {reason}")
         if self.interrupted:
@@ -258,11 +261,11 @@ class BatchWriter:
         self._queue.put(None)
 
 
-def _records(batch: Batch, image_id_offset: int) -> tuple[list[ImageRecord], list[SkippedItem]]:
-    """The images and skipped rows of a batch; image ids are the run's offset plus the source row."""
+def _records(batch: Batch, first_id: int) -> tuple[list[ImageRecord], list[SkippedItem]]:
+    """The images and skipped rows of a batch; its images get the ids first_id, first_id + 1, ..."""
     images = [
         ImageRecord(
-            image_id=image_id_offset + image.item.source_row,
+            image_id=first_id + number,
             path=image.item.path,
             label=image.item.label,
             width=image.width,
@@ -270,10 +273,11 @@ def _records(batch: Batch, image_id_offset: int) -> tuple[list[ImageRecord], lis
             content_hash=image.content_hash,
             source_row=image.item.source_row,
             thumbnail=image.thumbnail,
+            key=image.item.key,
         )
-        for image in batch.images
+        for number, image in enumerate(batch.images)
     ]
-    skipped = [SkippedItem(s.item.path, s.reason, s.item.source_row) for s in batch.skipped]
+    skipped = [SkippedItem(s.item.path, s.reason, s.item.source_row, s.item.key) for s in batch.skipped]
     return images, skipped
 
 
@@ -286,29 +290,37 @@ class IndexInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-def first_pending_row(done: frozenset[tuple[str, int | None]]) -> int:
-    """The first source row not in done: every row before it was stored or skipped by an earlier run."""
-    rows = {row for _, row in done if row is not None}
-    start = 0
-    while start in rows:
-        start += 1
-    return start
+@dataclass(frozen=True)
+class ResumePlan:
+    """Which source rows a run indexes, from the item keys earlier runs stored or skipped."""
+
+    considered: int  # source items within the limit
+    pending: frozenset[int]  # rows within the limit whose key no run has stored or skipped
+    missing: int  # keys done earlier that the source no longer has
+
+    @property
+    def already_done(self) -> int:
+        """Rows within the limit that an earlier run stored or skipped."""
+        return self.considered - len(self.pending)
 
 
-def pending_items(
-    source: ImageSource, limit: int | None, done: frozenset[tuple[str, int | None]]
-) -> Iterator[ImageItem]:
-    """The source items within limit that no earlier run stored or skipped, in source order.
+def plan_resume(source: ImageSource, limit: int | None, done: frozenset[str]) -> ResumePlan:
+    """Match the source's item keys (no image data read) against the done keys: new, done and missing items."""
+    keys = list(source.keys())
+    considered = len(keys) if limit is None else min(len(keys), limit)
+    pending = frozenset(row for row, key in enumerate(keys[:considered]) if key not in done)
+    return ResumePlan(considered, pending, len(done - set(keys)))
 
-    Reading starts at the first row not done (sources skip earlier rows cheaply), so a resumed run does
-    not read again what it already stored.
-    """
-    start = first_pending_row(done)
-    if limit is not None:
-        start = min(start, limit)
-    stop = None if limit is None else limit - start
-    for item in islice(source.items(start), stop):
-        if (item.path, item.source_row) not in done:
+
+def pending_items(source: ImageSource, plan: ResumePlan) -> Iterator[ImageItem]:
+    """The planned rows' items in source order; reading starts at the first of them (sources skip rows cheaply)."""
+    if not plan.pending:
+        return
+    start, stop = min(plan.pending), max(plan.pending)
+    for item in source.items(start):
+        if item.source_row > stop:
+            return
+        if item.source_row in plan.pending:
             yield item
 
 
@@ -346,25 +358,24 @@ def index_images(
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision)
     key = source_key(source)
-    total = len(source)
-    considered = total if options.limit is None else min(total, options.limit)
     settings = run_settings(fetched, checkpoint.d_in, checkpoint.n_features, checkpoint.k, prep, options, str(device))
-    writer = IndexWriter.open(db, settings, source=key, source_items=total, overwrite=options.overwrite)
+    writer = IndexWriter.open(db, settings, source=key, source_items=len(source), overwrite=options.overwrite)
     try:
-        in_limit = sum(1 for _, row in writer.done_keys if row is not None and row < considered)
-        summary = IndexSummary(db_path=db, source=key, considered=considered, already_done=in_limit)
+        plan = plan_resume(source, options.limit, writer.done_keys)
+        summary = IndexSummary(
+            db_path=db, source=key, considered=plan.considered, already_done=plan.already_done, missing=plan.missing
+        )
         verb = "continuing" if writer.resumed else "starting"
         _say(
             log,
-            f"{verb} run {writer.run_id}: {considered - in_limit} of {considered} items to index from "
+            f"{verb} run {writer.run_id}: {len(plan.pending)} of {plan.considered} items to index from "
             f"{source.describe()} with {fetched.spec.name} ({fetched.checkpoint_file}) on {device} "
             f"{options.precision}, batch {options.batch_size}",
         )
         trunk = VisionTrunk.from_dir(fetched.model_dir, fetched.spec.layer, device, options.precision)
         sae = TopKSae.from_checkpoint(checkpoint, device=device, dtype=dtype)
         del checkpoint
-        pending = pending_items(source, options.limit, writer.done_keys)
-        _run(pending, options, writer, Encoder(trunk, sae, options.tokens), prep, summary, log)
+        _run(pending_items(source, plan), options, writer, Encoder(trunk, sae, options.tokens), prep, summary, log)
         if not summary.interrupted:
             writer.finish_run()
     finally:
@@ -390,10 +401,12 @@ def _run(
     prepared = prepared_in_order(pending, lambda item: prepare(item, prep), options.workers, lookahead)
     batches = batched(prepared, options.batch_size)
     background = BatchWriter(writer)
+    next_id = writer.next_image_id
     try:
         for batch in batches:
             codes = encoder(batch.pixels()) if batch.images else None
-            images, skipped = _records(batch, writer.image_id_offset)
+            images, skipped = _records(batch, next_id)
+            next_id += len(images)
             background.put(images, codes, skipped)
             summary.indexed += len(images)
             summary.skipped += len(skipped)

@@ -66,6 +66,10 @@ class ImageSource(ABC):
         """The items with ``source_row >= start``, in source order."""
 
     @abstractmethod
+    def keys(self) -> Iterator[str]:
+        """Every item's key in source order, read without touching any image data."""
+
+    @abstractmethod
     def __len__(self) -> int:
         """The number of items ``items()`` yields."""
 
@@ -145,6 +149,10 @@ class FolderSource(ImageSource):
             label = names.get(folder, folder) if folder is not None else None
             path = str(self.root / relative)
             yield ImageItem(key=relative, path=path, label=label, source_row=row, problem=problem)
+
+    def keys(self) -> Iterator[str]:
+        """The image files' paths relative to the folder."""
+        return (relative for relative, _ in _walk_images(self.root))
 
     def __len__(self) -> int:
         """The number of image files (one directory walk, then cached)."""
@@ -238,6 +246,10 @@ class ListFileSource(ImageSource):
         for row in range(start, len(self._entries)):
             path, label = self._entries[row]
             yield ImageItem(key=path, path=path, label=label, source_row=row)
+
+    def keys(self) -> Iterator[str]:
+        """The listed paths (resolved)."""
+        return (path for path, _ in self._entries)
 
     def __len__(self) -> int:
         """The number of distinct listed paths."""
@@ -336,7 +348,7 @@ class ParquetSource(ImageSource):
                 "give Parquet files with the same columns",
             )
         names = _class_label_names(schema.metadata).get(self.columns.label or "") or self.columns.label_names
-        tag = file.relative_to(self._base).as_posix() if file != self._base else file.name
+        tag = self._tag(file)
         groups, row = _row_groups_from(parquet.metadata, start)
         if not groups:
             return
@@ -348,6 +360,16 @@ class ParquetSource(ImageSource):
                     label = _label_text(label_value, names)
                     yield _table_item(f"{tag}:{row}", f"{file}#{row}", file.parent, image_value, label, offset + row)
                 row += 1
+
+    def _tag(self, file: Path) -> str:
+        """How item keys name one of the files: its path below the source folder."""
+        return file.relative_to(self._base).as_posix() if file != self._base else file.name
+
+    def keys(self) -> Iterator[str]:
+        """file:row for every row, from the Parquet footers."""
+        for file, rows in zip(self.files, self._rows, strict=True):
+            tag = self._tag(file)
+            yield from (f"{tag}:{row}" for row in range(rows))
 
     def __len__(self) -> int:
         """The total row count from the Parquet footers."""
@@ -513,7 +535,7 @@ class HfDatasetSource(ImageSource):
             images = batch[self.columns.image]
             labels = batch[self.columns.label] if self.columns.label else [None] * len(images)
             for image_value, label_value in zip(images, labels, strict=True):
-                key = f"{self.split}:{row}"
+                key = self._key(row)
                 yield _table_item(
                     key,
                     f"{self.spec}#{key}",
@@ -523,6 +545,14 @@ class HfDatasetSource(ImageSource):
                     row,
                 )
                 row += 1
+
+    def _key(self, row: int) -> str:
+        """split:row, the key of one row."""
+        return f"{self.split}:{row}"
+
+    def keys(self) -> Iterator[str]:
+        """split:row for every row."""
+        return (self._key(row) for row in range(len(self._dataset)))
 
     def __len__(self) -> int:
         """The number of rows in the split."""

@@ -100,6 +100,35 @@ def test_second_folder_appends(hub_in_process: FetchedCache, folders, tmp_path: 
     ]
 
 
+def test_rerun_over_a_changed_folder_indexes_new_files_once(
+    hub_in_process: FetchedCache, folders, tmp_path: Path
+) -> None:
+    """A file added that sorts first is indexed, no file is stored twice, and a removed file is reported missing."""
+    first, _ = folders
+    db = tmp_path / "changed.duckdb"
+    common = ("--tokens", "cls", "--batch-size", "2", "--no-stats")
+    code, stderr = run_cli("index", str(first), "--db", str(db), *common)
+    assert code == 0, stderr
+    before = dict(fetch_all(db, "SELECT path, image_id FROM images"))
+    classes = sorted(first.iterdir())
+    added = first / "aaa-new" / "first.jpg"
+    added.parent.mkdir()
+    next(classes[0].iterdir()).rename(added.parent / "moved-aside.jpg")  # old path gone, same bytes under a new one
+    (added.parent / "moved-aside.jpg").rename(added)
+    code, stderr = run_cli("index", str(first), "--db", str(db), *common)
+    assert code == 0, stderr
+    assert "continuing run 1: 1 of 3 items to index" in stderr
+    assert "source: 1 new, 2 already done, 1 missing (stored earlier, no longer in the source" in stderr
+    after = fetch_all(db, "SELECT path, image_id, label FROM images ORDER BY image_id")
+    paths = [path for path, _, _ in after]
+    assert len(paths) == len(set(paths)) == 4
+    assert {path: image_id for path, image_id, _ in after if path in before} == before  # old rows untouched
+    assert after[-1] == (str(added), max(before.values()) + 1, "aaa-new")
+    assert fetch_all(db, "SELECT count(DISTINCT image_id) FROM activations") == [(4,)]
+    code, stderr = run_cli("index", str(first), "--db", str(db), *common)
+    assert code == 0 and "0 of 3 items to index" in stderr
+
+
 def test_limit_then_more_equals_one_run_and_a_rerun_does_nothing(
     hub_in_process: FetchedCache, folders, tmp_path: Path
 ) -> None:
@@ -115,7 +144,7 @@ def test_limit_then_more_equals_one_run_and_a_rerun_does_nothing(
         code, stderr = run_cli("index", str(source), "--db", str(stepwise), "--limit", limit, *common)
         assert code == 0, stderr
     assert "continuing run 1: 3 of 5 items to index" in stderr
-    assert "2 of the 5 items were already in the database" in stderr
+    assert "source: 3 new, 2 already done, 0 missing" in stderr
     code, stderr = run_cli("index", str(source), "--db", str(direct), "--limit", "5", *common)
     assert code == 0, stderr
     query = "SELECT image_id, path, token, feature FROM activations JOIN images USING (image_id) ORDER BY ALL"

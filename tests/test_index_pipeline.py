@@ -17,7 +17,7 @@ from harness.badimages import GOOD_COLOUR, GOOD_GREYSCALE
 from harness.tiny import tiny_model_config_files, tiny_model_repo_files, tiny_sae_bytes, write_files
 from saetui import pipeline
 from saetui.checkpoint import load_checkpoint
-from saetui.index import first_pending_row, pending_items, reason_kind, source_key
+from saetui.index import pending_items, plan_resume, reason_kind, source_key
 from saetui.model import VisionTrunk
 from saetui.preprocess import load_preprocessing, preprocess_image
 from saetui.sae import TopKSae
@@ -101,17 +101,18 @@ def test_reason_kinds_group_skip_reasons() -> None:
 
 
 def test_pending_items_skip_what_is_done_and_respect_the_limit(tmp_path: Path) -> None:
-    """Reading starts at the first row not done, done rows are passed over, --limit counts source rows."""
+    """Done keys are passed over wherever they sit, --limit counts source rows, gone keys are counted missing."""
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"img{i}.jpg\n" for i in range(10)))
     source = ListFileSource(str(listing))
     paths = {i: str(tmp_path / f"img{i}.jpg") for i in range(10)}
-    done = frozenset({(paths[0], 0), (paths[1], 1), (paths[2], 2), (paths[5], 5)})
-    assert first_pending_row(done) == 3
-    assert first_pending_row(frozenset()) == 0
-    assert [it.source_row for it in pending_items(source, None, done)] == [3, 4, 6, 7, 8, 9]
-    assert [it.source_row for it in pending_items(source, 6, done)] == [3, 4]
-    assert [it.source_row for it in pending_items(source, 2, done)] == []
+    done = frozenset({paths[0], paths[1], paths[2], paths[5], str(tmp_path / "gone.jpg")})
+    plan = plan_resume(source, None, done)
+    assert (plan.considered, plan.already_done, plan.missing) == (10, 4, 1)
+    assert [it.source_row for it in pending_items(source, plan)] == [3, 4, 6, 7, 8, 9]
+    assert [it.source_row for it in pending_items(source, plan_resume(source, 6, done))] == [3, 4]
+    assert list(pending_items(source, plan_resume(source, 2, done))) == []
+    assert [it.source_row for it in pending_items(source, plan_resume(source, None, frozenset()))] == list(range(10))
 
 
 def test_encoder_token_sets_and_errors(tmp_path: Path) -> None:

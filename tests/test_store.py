@@ -60,11 +60,12 @@ def fake_codes(image_ids: list[int], n_tokens: int, k: int, n_features: int) -> 
     return np.stack(features), np.stack(values), np.stack(sse), np.stack(total)
 
 
-def records(image_ids: list[int], offset: int = 0) -> list[ImageRecord]:
-    """Image records whose source row is the id minus the run's offset."""
+def records(image_ids: list[int], rows: list[int] | None = None) -> list[ImageRecord]:
+    """Image records of source rows (default: equal to the ids), their path naming the row."""
+    rows = image_ids if rows is None else rows
     return [
-        ImageRecord(i, f"/src/{i - offset}.jpg", f"label {i % 3}", 64, 48, f"{i:064x}", i - offset, b"\xff\xd8jpeg")
-        for i in image_ids
+        ImageRecord(i, f"/src/{row}.jpg", f"label {i % 3}", 64, 48, f"{i:064x}", row, b"\xff\xd8jpeg")
+        for i, row in zip(image_ids, rows, strict=True)
     ]
 
 
@@ -73,7 +74,7 @@ def write_images(writer: IndexWriter, image_ids: list[int], n_tokens: int = TOKE
     layout = writer.layout
     codes = fake_codes(image_ids, n_tokens, layout.k, layout.n_features)
     moments = BatchMoments.of(np.ones((len(image_ids) * n_tokens, 8)))
-    writer.write_batch(records(image_ids, writer.image_id_offset), np.arange(n_tokens), *codes, moments)
+    writer.write_batch(records(image_ids), np.arange(n_tokens), *codes, moments)
     return codes
 
 
@@ -192,7 +193,7 @@ def test_skipped_only_batch_and_record_skipped(tmp_path: Path) -> None:
         )
         writer.record_skipped("/src/empty.jpg", "empty file", 5)
     with IndexWriter.open(db, SETTINGS, source="/src") as writer:
-        assert writer.resumed and writer.done_keys == {("/src/bad.jpg", 4), ("/src/empty.jpg", 5)}
+        assert writer.resumed and writer.done_keys == {"/src/bad.jpg", "/src/empty.jpg"}
     con = connect(db)
     rows = con.execute("SELECT path, reason, source_row, run_id FROM skipped ORDER BY source_row").fetchall()
     assert rows == [("/src/bad.jpg", "corrupt JPEG", 4, 1), ("/src/empty.jpg", "empty file", 5, 1)]
@@ -200,21 +201,21 @@ def test_skipped_only_batch_and_record_skipped(tmp_path: Path) -> None:
 
 
 def test_runs_resume_append_and_refuse(tmp_path: Path) -> None:
-    """Same source and settings continue a run; another source appends after reserved ids; other settings fail."""
+    """Same source and settings continue a run; another source appends with the next dense ids; other settings fail."""
     db = tmp_path / "r.duckdb"
     with IndexWriter.open(db, SETTINGS, source="/a", source_items=10) as writer:
-        assert (writer.run_id, writer.image_id_offset, writer.resumed) == (1, 0, False)
+        assert (writer.run_id, writer.next_image_id, writer.resumed) == (1, 0, False)
         write_images(writer, [0, 1, 2])
     with IndexWriter.open(db, SETTINGS, source="/a", source_items=10) as writer:
-        assert (writer.run_id, writer.image_id_offset, writer.resumed) == (1, 0, True)
-        assert writer.done_keys == {("/src/0.jpg", 0), ("/src/1.jpg", 1), ("/src/2.jpg", 2)}
+        assert (writer.run_id, writer.next_image_id, writer.resumed) == (1, 3, True)
+        assert writer.done_keys == {"/src/0.jpg", "/src/1.jpg", "/src/2.jpg"}
         writer.finish_run()
     with IndexWriter.open(db, SETTINGS, source="/b", source_items=5) as writer:
-        assert (writer.run_id, writer.image_id_offset, writer.resumed) == (2, 10, False)
+        assert (writer.run_id, writer.next_image_id, writer.resumed) == (2, 3, False)
         assert writer.done_keys == frozenset()
-        write_images(writer, [10, 11])
+        write_images(writer, [3, 4])
     with IndexWriter.open(db, {**SETTINGS, "precision": "bf16"}, source="/a", source_items=10) as writer:
-        assert (writer.run_id, writer.image_id_offset) == (3, 15)  # a new run, yet /a's stored items stay done
+        assert (writer.run_id, writer.next_image_id) == (3, 5)  # a new run, yet /a's stored items stay done
         assert len(writer.done_keys) == 3
     con = connect(db)
     assert con.execute("SELECT run_id, status, source FROM runs ORDER BY run_id").fetchall() == [
@@ -234,7 +235,7 @@ def test_runs_resume_append_and_refuse(tmp_path: Path) -> None:
         "20_resid/100.pt in the database vs 14_resid/100.pt now (use another --db, or --overwrite to replace it)"
     )
     with IndexWriter.open(db, other, source="/c", overwrite=True) as writer:
-        assert (writer.run_id, writer.image_id_offset) == (1, 0)
+        assert (writer.run_id, writer.next_image_id) == (1, 0)
     con = connect(db)
     assert con.execute("SELECT count(*) FROM images").fetchall()[0][0] == 0
     con.close()
@@ -307,14 +308,18 @@ def index_fake_source(db: str, n_images: int, batch: int) -> None:
     """Index a fake source of n_images items (every 7th one skipped) the way saetui index does, printing progress."""
     writer_module.CHECKPOINT_ROWS = 3 * batch * TOKENS  # checkpoints happen mid-run, so kills can land in one
     with IndexWriter.open(db, SETTINGS, source="/src", source_items=n_images) as writer:
-        pending = [row for row in range(n_images) if (f"/src/{row}.jpg", row) not in writer.done_keys]
+        pending = [row for row in range(n_images) if f"/src/{row}.jpg" not in writer.done_keys]
+        next_id = writer.next_image_id
         for start in range(0, len(pending), batch):
-            rows = pending[start : start + batch]
-            ids = [writer.image_id_offset + row for row in rows if row % 7 != 3]
-            skipped = [SkippedItem(f"/src/{row}.jpg", "corrupt", row) for row in rows if row % 7 == 3]
+            rows = [row for row in pending[start : start + batch] if row % 7 != 3]
+            ids = list(range(next_id, next_id + len(rows)))
+            next_id += len(rows)
+            skipped = [
+                SkippedItem(f"/src/{row}.jpg", "corrupt", row) for row in pending[start : start + batch] if row % 7 == 3
+            ]
             codes = fake_codes(ids, TOKENS, 8, 65_536)
             moments = BatchMoments.of(np.full((len(ids) * TOKENS, 8), 0.5)) if ids else None
-            writer.write_batch(records(ids), np.arange(TOKENS), *codes, moments, skipped)
+            writer.write_batch(records(ids, rows), np.arange(TOKENS), *codes, moments, skipped)
             print(f"batch {start // batch}", flush=True)
         writer.finish_run()
     print("done", flush=True)
@@ -371,7 +376,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         "SELECT * FROM token_errors ORDER BY ALL",
         "SELECT * FROM images ORDER BY image_id",
         "SELECT path, reason, source_row, run_id FROM skipped ORDER BY ALL",
-        "SELECT run_id, status, source, image_id_offset FROM runs",
+        "SELECT run_id, status, source FROM runs",
         "SELECT sum(tokens), sum(sum_sq), list_sum(list(sum_x[1])) FROM batch_moments",
     ):
         assert got.execute(query).fetchall() == ref.execute(query).fetchall(), query

@@ -33,7 +33,7 @@ COMPATIBILITY_KEYS = (
 # A run over the same source with these settings is continued instead of starting a new one.
 RESUME_KEYS = (*COMPATIBILITY_KEYS, "precision")
 # Columns the writer fills itself; the rest come from the caller's settings.
-_MANAGED = ("run_id", "status", "started_at", "finished_at", "source", "source_items", "image_id_offset")
+_MANAGED = ("run_id", "status", "started_at", "finished_at", "source", "source_items")
 SETTING_KEYS = tuple(name for name in RUN_COLUMNS if name not in _MANAGED)
 TOKEN_SETS = ("all", "cls", "patches")
 
@@ -96,28 +96,21 @@ def check_compatible(con: duckdb.DuckDBPyConnection, db: Path, settings: Mapping
         )
 
 
-def find_run(con: duckdb.DuckDBPyConnection, source: str, settings: Mapping[str, object]) -> tuple[int, int] | None:
-    """The latest run over source with the same settings as (run_id, image_id_offset), or None."""
+def find_run(con: duckdb.DuckDBPyConnection, source: str, settings: Mapping[str, object]) -> int | None:
+    """The latest run over source with the same settings, or None."""
     columns = ", ".join(f'"{key}"' for key in RESUME_KEYS)
-    rows = con.execute(
-        f"SELECT run_id, image_id_offset, {columns} FROM runs WHERE source = ? ORDER BY run_id DESC", [source]
-    ).fetchall()
-    for run_id, offset, *stored in rows:
+    rows = con.execute(f"SELECT run_id, {columns} FROM runs WHERE source = ? ORDER BY run_id DESC", [source]).fetchall()
+    for run_id, *stored in rows:
         if all(_normal(old) == _normal(settings.get(key)) for key, old in zip(RESUME_KEYS, stored, strict=True)):
-            return int(run_id), int(offset)
+            return int(run_id)
     return None
 
 
 def create_run(
     con: duckdb.DuckDBPyConnection, source: str, source_items: int | None, settings: Mapping[str, object]
-) -> tuple[int, int]:
-    """Insert a new running run and return (run_id, image_id_offset); ids start after every range already taken."""
-    next_run, after_images, after_runs = con.execute(
-        """SELECT (SELECT coalesce(max(run_id), 0) + 1 FROM runs),
-                  (SELECT coalesce(max(image_id), -1) + 1 FROM images),
-                  (SELECT coalesce(max(image_id_offset + source_items), 0) FROM runs)"""
-    ).fetchall()[0]
-    offset = max(int(after_images), int(after_runs))
+) -> int:
+    """Insert a new running run and return its run_id."""
+    next_run = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchall()[0][0]
     row: dict[str, object] = {
         **settings,
         "run_id": int(next_run),
@@ -125,12 +118,16 @@ def create_run(
         "started_at": utc_now(),
         "source": source,
         "source_items": source_items,
-        "image_id_offset": offset,
     }
     names = ", ".join(f'"{name}"' for name in row)
     marks = ", ".join("?" for _ in row)
     con.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", list(row.values()))
-    return int(next_run), offset
+    return int(next_run)
+
+
+def next_image_id(con: duckdb.DuckDBPyConnection) -> int:
+    """The id the next stored image gets: ids are dense, one after the largest stored."""
+    return int(con.execute("SELECT coalesce(max(image_id), -1) + 1 FROM images").fetchall()[0][0])
 
 
 def mark_running(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
@@ -143,14 +140,14 @@ def mark_done(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
     con.execute("UPDATE runs SET status = 'done', finished_at = ? WHERE run_id = ?", [utc_now(), run_id])
 
 
-def done_keys(con: duckdb.DuckDBPyConnection, source: str) -> frozenset[tuple[str, int | None]]:
-    """The (path, source_row) of every item of source that any run already stored or skipped."""
+def done_keys(con: duckdb.DuckDBPyConnection, source: str) -> frozenset[str]:
+    """The item keys of every item of source that any run already stored or skipped."""
     rows = con.execute(
-        """SELECT i.path, i.source_row FROM images i JOIN runs r USING (run_id) WHERE r.source = ?
-           UNION SELECT s.path, s.source_row FROM skipped s JOIN runs r USING (run_id) WHERE r.source = ?""",
+        """SELECT i.item_key FROM images i JOIN runs r USING (run_id) WHERE r.source = ?
+           UNION SELECT s.item_key FROM skipped s JOIN runs r USING (run_id) WHERE r.source = ?""",
         [source, source],
     ).fetchall()
-    return frozenset((path, None if row is None else int(row)) for path, row in rows)
+    return frozenset(key for (key,) in rows)
 
 
 def _normal(value: object) -> object:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: images and skipped carry item_key, the source's stable identity of each item
 
 # The runs table: every setting the index engine may record, with its SQL type.
 RUN_COLUMNS: dict[str, str] = {
@@ -63,7 +63,6 @@ RUN_COLUMNS: dict[str, str] = {
     "preprocess_source": "VARCHAR",
     "image_size": "INTEGER",
     "standardise": "BOOLEAN",
-    "image_id_offset": "BIGINT NOT NULL",
     "saetui_version": "VARCHAR",
     "torch_version": "VARCHAR",
     "open_clip_version": "VARCHAR",
@@ -128,7 +127,8 @@ def create_schema(con: duckdb.DuckDBPyConnection, layout: CodeLayout) -> None:
         f"CREATE TABLE runs (\n  {run_columns}\n)",
         """CREATE TABLE images (
   image_id INTEGER PRIMARY KEY, path VARCHAR NOT NULL, label VARCHAR, width INTEGER, height INTEGER,
-  content_hash VARCHAR, source VARCHAR, source_row BIGINT, run_id INTEGER NOT NULL, thumbnail BLOB)""",
+  content_hash VARCHAR, source VARCHAR, source_row BIGINT, item_key VARCHAR NOT NULL, run_id INTEGER NOT NULL,
+  thumbnail BLOB)""",
         f"""CREATE TABLE token_codes (
   image_id INTEGER NOT NULL, token SMALLINT NOT NULL, feature_keys {layout.key_sql_type}[{k}] NOT NULL,
   feature_values FLOAT[{k}] NOT NULL, sse FLOAT NOT NULL, total_ss FLOAT NOT NULL)""",
@@ -136,7 +136,8 @@ def create_schema(con: duckdb.DuckDBPyConnection, layout: CodeLayout) -> None:
   run_id INTEGER NOT NULL, first_image_id INTEGER NOT NULL, last_image_id INTEGER NOT NULL,
   tokens BIGINT NOT NULL, sum_sq DOUBLE NOT NULL, sum_x DOUBLE[] NOT NULL)""",
         """CREATE TABLE skipped (
-  path VARCHAR NOT NULL, reason VARCHAR NOT NULL, source_row BIGINT, run_id INTEGER NOT NULL, skipped_at TIMESTAMP)""",
+  path VARCHAR NOT NULL, reason VARCHAR NOT NULL, source_row BIGINT, item_key VARCHAR NOT NULL, run_id INTEGER NOT NULL,
+  skipped_at TIMESTAMP)""",
         f"""CREATE VIEW activations AS
 SELECT image_id, CAST(token AS INTEGER) AS token,
        CAST(unnest(feature_keys) & {layout.feature_mask} AS INTEGER) AS feature,

@@ -36,6 +36,7 @@ class ImageRecord:
     source_row: int | None
     thumbnail: bytes | None
     source: str | None = None  # None: the run's source
+    key: str | None = None  # the source's stable identity of the item (resume); None: the path
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class SkippedItem:
     path: str
     reason: str
     source_row: int | None = None
+    key: str | None = None  # the source's stable identity of the item (resume); None: the path
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +74,9 @@ class IndexWriter:
         layout: CodeLayout,
         source: str,
         run_id: int,
-        image_id_offset: int,
+        next_image_id: int,
         resumed: bool,
-        done_keys: frozenset[tuple[str, int | None]],
+        done_keys: frozenset[str],
     ) -> None:
         """Wrap an open read-write connection; use IndexWriter.open to get one."""
         self._con: duckdb.DuckDBPyConnection | None = con
@@ -82,7 +84,7 @@ class IndexWriter:
         self.layout = layout
         self.source = source
         self.run_id = run_id
-        self.image_id_offset = image_id_offset
+        self.next_image_id = next_image_id  # the first id this writer's caller may give a new image
         self.resumed = resumed
         self.done_keys = done_keys
         self.images_written = 0
@@ -112,16 +114,17 @@ class IndexWriter:
             _prepare_schema(con, db, layout, normal)
             found = runs.find_run(con, source, normal)
             if found is None:
-                run_id, offset = runs.create_run(con, source, source_items, normal)
+                run_id = runs.create_run(con, source, source_items, normal)
             else:
-                run_id, offset = found
+                run_id = found
                 runs.mark_running(con, run_id)
             done = runs.done_keys(con, source)
+            next_id = runs.next_image_id(con)
             con.execute("COMMIT")
         except BaseException:
             con.close()
             raise
-        return cls(con, db, layout, source, run_id, offset, found is not None, done)
+        return cls(con, db, layout, source, run_id, next_id, found is not None, done)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -186,10 +189,12 @@ class IndexWriter:
             _rollback(con)
             raise
 
-    def record_skipped(self, path: str, reason: str, source_row: int | None = None) -> None:
+    def record_skipped(self, path: str, reason: str, source_row: int | None = None, key: str | None = None) -> None:
         """Record one item that could not be indexed (its own transaction)."""
         self.con.execute(
-            "INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", [path, reason, source_row, self.run_id, runs.utc_now()]
+            "INSERT INTO skipped BY NAME SELECT ? AS path, ? AS reason, ? AS source_row, ? AS item_key, "
+            "? AS run_id, ? AS skipped_at",
+            [path, reason, source_row, key or path, self.run_id, runs.utc_now()],
         )
         self.skipped_written += 1
 
@@ -260,6 +265,7 @@ class IndexWriter:
                     "path": pa.array([item.path for item in skipped], pa.string()),
                     "reason": pa.array([item.reason for item in skipped], pa.string()),
                     "source_row": pa.array([item.source_row for item in skipped], pa.int64()),
+                    "item_key": pa.array([item.key or item.path for item in skipped], pa.string()),
                     "run_id": pa.array([self.run_id] * len(skipped), pa.int32()),
                     "skipped_at": pa.array([now] * len(skipped), pa.timestamp("us")),
                 }
@@ -278,6 +284,7 @@ class IndexWriter:
                 "content_hash": pa.array([r.content_hash for r in images], pa.string()),
                 "source": pa.array([r.source or self.source for r in images], pa.string()),
                 "source_row": pa.array([r.source_row for r in images], pa.int64()),
+                "item_key": pa.array([r.key or r.path for r in images], pa.string()),
                 "run_id": pa.array([self.run_id] * len(images), pa.int32()),
                 "thumbnail": pa.array([r.thumbnail for r in images], pa.binary()),
             }
@@ -337,8 +344,9 @@ def _prepare_schema(
     version = schema_version(con)
     if version != SCHEMA_VERSION:
         raise DataError(
-            f"{db} has saetui schema version {version}, this saetui writes version {SCHEMA_VERSION}",
-            "use another --db, or --overwrite to replace it",
+            f"{db} has saetui schema version {version}, this saetui writes version {SCHEMA_VERSION} "
+            "(query and browse still read it)",
+            "index into another --db, or --overwrite to re-index it",
         )
     runs.check_compatible(con, db, settings)
     if existing != layout:
