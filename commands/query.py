@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +20,9 @@ HELP = """Run read-only SQL against a saetui database and print the result.
 The SQL comes from the argument, or from stdin when the argument is '-' or missing. Several statements may be
 given; the last one's result is printed. Statements that would change the database fail (exit 5) and change
 nothing; so does bad SQL, with DuckDB's message.
+
+The SQL sees the database only: it cannot read or write files (COPY ... TO, read_csv, ATTACH fail in one line);
+-o FILE writes the result, and --allow-files lets the SQL read files (it still never writes one).
 
 Tables and views: images, activations(image_id, token, feature, value), token_errors(image_id, token, sse,
 total_ss, explained_variance), runs, skipped, batch_moments, plus the statistics tables of `saetui stats`.
@@ -61,30 +65,40 @@ def query(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the result to this file instead of stdout.", show_default=False
     ),
+    allow_files: bool = typer.Option(
+        False, "--allow-files", help="Let the SQL read files (read_csv, read_parquet, ...); it never writes any."
+    ),
 ) -> None:
     """Run read-only SQL against a saetui database."""
     from saetui.store import output as result_output
     from saetui.store.connection import connect
+    from saetui.store.sandbox import confine, refuse_file_writes
 
     text = _read_sql(sql)
     if fmt is Format.parquet and output is None and sys.stdout.isatty():
         raise UsageError("parquet output is binary", "write it to a file with -o FILE, or redirect stdout")
     if output is not None and not output.parent.exists():
         raise NotFoundError(f"folder {output.parent} does not exist", "create it or choose another -o")
-    con = connect(db if db is not None else default_db(), read_only=True)
-    try:
-        rel = result_output.run(con, text)
-        if output is not None:
-            if fmt in (Format.csv, Format.parquet) and rel is not None and rel.columns:
-                result_output.write_file(rel, fmt.value, output)
-                truncated = False
+    with tempfile.TemporaryDirectory(prefix="saetui-query-") as scratch_dir:
+        scratch = Path(scratch_dir) / f"result.{fmt.value}"
+        con = connect(db if db is not None else default_db(), read_only=True)
+        try:
+            if allow_files:
+                refuse_file_writes(con, text)
             else:
-                with output.open("wb") as stream:
-                    truncated = result_output.write(rel, fmt.value, stream)
-        else:
-            truncated = _write_stdout(lambda stream: result_output.write(rel, fmt.value, stream))
-    finally:
-        con.close()
+                confine(con, writable=[output if output is not None else scratch])
+            rel = result_output.run(con, text)
+            if output is not None:
+                if fmt in (Format.csv, Format.parquet) and rel is not None and rel.columns:
+                    result_output.write_file(rel, fmt.value, output)
+                    truncated = False
+                else:
+                    with output.open("wb") as stream:
+                        truncated = result_output.write(rel, fmt.value, stream)
+            else:
+                truncated = _write_stdout(lambda stream: result_output.write(rel, fmt.value, stream, scratch))
+        finally:
+            con.close()
     if truncated:
         typer.echo(
             f"saetui: showing the first {result_output.TABLE_ROW_LIMIT:,} rows; use --format csv, json, jsonl or "

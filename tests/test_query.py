@@ -75,7 +75,8 @@ def test_output_file_holds_the_same_result(
     if fmt != "parquet":
         assert target.read_bytes() == (GOLDEN / GOLDEN_FILES[fmt]).read_bytes()
         return
-    code, out, _ = run_query(capsysbinary, f"SELECT * FROM read_parquet('{target}')", "--db", str(db), "-f", "jsonl")
+    sql = f"SELECT * FROM read_parquet('{target}')"
+    code, out, _ = run_query(capsysbinary, sql, "--db", str(db), "-f", "jsonl", "--allow-files")
     assert code == 0 and out == (GOLDEN / GOLDEN_FILES["jsonl"]).read_bytes()
 
 
@@ -108,7 +109,7 @@ def test_count_of_activations(db: Path, capsysbinary: pytest.CaptureFixture[byte
         "delete from images",
         "update images set label = 'x'",
         "create table t as select 1",
-        "insert into skipped values ('a', 'b', 1, 1, NULL)",
+        "insert into skipped values ('a', 'b', 1, 'a', 1, NULL)",
     ],
 )
 def test_writes_fail_and_change_nothing(db: Path, sql: str, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
@@ -196,3 +197,46 @@ def test_query_imports_no_heavy_library(db: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_copy_to_a_file_fails_in_one_line_and_writes_nothing(
+    db: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY ... TO, file reads and ATTACH are refused by default; nothing appears on disk."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.csv").write_text("x\n1\n2\n")
+    for sql in (
+        "COPY (SELECT 1) TO 'x.csv'",
+        "COPY images TO 'x.parquet' (FORMAT parquet)",
+        "SELECT * FROM read_csv('data.csv')",
+        "SELECT * FROM read_text('/etc/hostname')",
+        "ATTACH 'new.duckdb' AS other",
+        "SET enable_external_access = true",
+    ):
+        code, out, err = run_query(capsysbinary, sql, "--db", str(db))
+        assert code == 5 and out == b"", sql
+        assert len(err.strip().splitlines()) == 1 and err.startswith("saetui: error:"), err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data.csv"]
+    code, out, err = run_query(capsysbinary, "COPY (SELECT 1) TO 'x.csv'", "--db", str(db))
+    assert "sees the database only" in err and "-o FILE" in err
+
+
+def test_allow_files_reads_but_never_writes(
+    db: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--allow-files lets read_csv join a file with the database; COPY and ATTACH stay refused, -o still works."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.csv").write_text("image_id\n0\n2\n")
+    sql = "SELECT i.image_id, i.path FROM images i JOIN read_csv('keep.csv') k USING (image_id) ORDER BY 1"
+    code, out, err = run_query(capsysbinary, sql, "--db", str(db), "--allow-files", "-f", "csv")
+    assert (code, err) == (0, "")
+    assert out == b"image_id,path\n0,/img/0.png\n2,/img/2.png\n"
+    for refused in ("COPY (SELECT 1) TO 'x.csv'", "SELECT 1; ATTACH 'new.duckdb' AS other"):
+        code, out, err = run_query(capsysbinary, refused, "--db", str(db), "--allow-files")
+        assert code == 5 and "may not write files" in err, err
+    code, _, err = run_query(
+        capsysbinary, "SELECT 42 AS x", "--db", str(db), "-o", str(tmp_path / "r.csv"), "-f", "csv"
+    )
+    assert code == 0, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.csv", "r.csv"]
+    assert (tmp_path / "r.csv").read_text() == "x\n42\n"

@@ -157,6 +157,15 @@ def test_run_sql_limits_rows_and_stays_read_only(data: BrowseData) -> None:
         data.run_sql("SELECT * FROM nope")
 
 
+def test_sql_console_sees_the_database_only(data: BrowseData, tmp_path: Path) -> None:
+    """The console follows `saetui query`'s rule: no file reads or writes from SQL."""
+    for sql in (f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", "SELECT * FROM read_csv('/etc/passwd')"):
+        with pytest.raises(DataError, match="sees the database only"):
+            data.run_sql(sql)
+    assert list(tmp_path.iterdir()) == []
+    assert data.run_sql("SELECT count(*) FROM images").rows[0][0] != "0"
+
+
 def test_interrupt_cancels_a_running_console_query(data: BrowseData) -> None:
     """interrupt('sql') stops a long query from another thread."""
     outcome: list[BaseException | None] = []

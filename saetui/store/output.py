@@ -19,6 +19,7 @@ from typing import BinaryIO
 import duckdb
 
 from saetui.errors import DataError
+from saetui.store.sandbox import file_access_error
 
 TABLE_ROW_LIMIT = 1000
 MAX_CELL = 80
@@ -52,13 +53,19 @@ def query_error(exc: duckdb.Error) -> DataError:
     lines = [line.strip() for line in str(exc).splitlines()]
     kept = [line for line in lines if line and not line.startswith("LINE ") and set(line) - set("^ ")]
     text = " ".join(kept) or type(exc).__name__
+    refused = file_access_error(text)
+    if refused is not None:
+        return refused
     if "read-only mode" in text:
         return DataError(f"saetui query is read-only: {text}")
     return DataError(text)
 
 
-def write(rel: duckdb.DuckDBPyRelation | None, fmt: str, out: BinaryIO) -> bool:
-    """Write a result in fmt to a binary stream; True when the table format left rows out."""
+def write(rel: duckdb.DuckDBPyRelation | None, fmt: str, out: BinaryIO, scratch: Path | None = None) -> bool:
+    """Write a result in fmt to a binary stream; True when the table format left rows out.
+
+    csv and parquet go through a file first: `scratch` (one a confined connection may write) or a temporary one.
+    """
     if rel is None or not rel.columns:
         return False
     try:
@@ -70,7 +77,7 @@ def write(rel: duckdb.DuckDBPyRelation | None, fmt: str, out: BinaryIO) -> bool:
             _write_json(rel, out, as_array=fmt == "json")
             return False
         with tempfile.TemporaryDirectory(prefix="saetui-query-") as tmp:
-            path = Path(tmp) / f"result.{fmt}"
+            path = scratch or Path(tmp) / f"result.{fmt}"
             write_file(rel, fmt, path)
             with path.open("rb") as source:
                 shutil.copyfileobj(source, out)

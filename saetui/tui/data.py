@@ -21,6 +21,7 @@ import numpy as np
 
 from saetui.errors import DataError, NotFoundError
 from saetui.store.connection import connect
+from saetui.store.sandbox import confine
 
 GRID_TOKENS = 257  # CLS + 16 x 16 patches
 
@@ -221,6 +222,7 @@ class BrowseData:
         """Open the database read-only (and the --compare one); a missing file or a lock becomes a one-line error."""
         self.path = Path(path)
         self._con = connect(self.path, read_only=True)
+        confine(self._con)  # the SQL console, like `saetui query`, sees the database only
         self.compare = Path(compare) if compare is not None else None
         self._other: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
