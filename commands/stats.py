@@ -7,6 +7,10 @@ from pathlib import Path
 
 import typer
 
+from saetui.stats.options import StatsOptions
+
+DEFAULTS = StatsOptions()  # the one source of every default: `saetui index` computes with these too
+
 HELP = """Compute the derived tables of an indexed database, in place.
 
 Writes features (frequency, image_frequency, mean/max value, label entropy, top label, dead flag),
@@ -47,27 +51,37 @@ def register(app: typer.Typer) -> None:
         ),
         force: bool = typer.Option(False, "--force", help="Recompute even when nothing changed."),
         image_tokens: str = typer.Option(
-            "all", "--image-tokens", help="Tokens whose max is the image-level activation: all, cls or patches."
+            DEFAULTS.image_tokens,
+            "--image-tokens",
+            help="Tokens whose max is the image-level activation: all, cls or patches.",
         ),
-        top_images: int = typer.Option(500, "--top-images", help="Images kept per feature in feature_images."),
-        entropy_top: int = typer.Option(100, "--entropy-top", help="N: label entropy over the top-N images."),
-        lens: bool = typer.Option(True, "--lens/--no-lens", help="Compute the logit lens (needs the model)."),
+        top_images: int = typer.Option(
+            DEFAULTS.top_images, "--top-images", help="Images kept per feature in feature_images."
+        ),
+        entropy_top: int = typer.Option(
+            DEFAULTS.entropy_top, "--entropy-top", help="N: label entropy over the top-N images."
+        ),
+        lens: bool = typer.Option(DEFAULTS.lens, "--lens/--no-lens", help="Compute the logit lens (needs the model)."),
         lens_direction: str = typer.Option(
-            "decoder", "--lens-direction", help="Lens direction: decoder, encoder or decoder+pre_b."
+            DEFAULTS.lens_direction, "--lens-direction", help="Lens direction: decoder, encoder or decoder+pre_b."
         ),
-        lens_ln: bool = typer.Option(True, "--lens-ln/--no-lens-ln", help="Apply the final LayerNorm (ln_post)."),
+        lens_ln: bool = typer.Option(
+            DEFAULTS.lens_ln, "--lens-ln/--no-lens-ln", help="Apply the final LayerNorm (ln_post)."
+        ),
         lens_templates: str = typer.Option(
-            "single", "--lens-templates", help="'single' (\"A photo of a {label}.\") or 'imagenet80'."
+            DEFAULTS.lens_templates, "--lens-templates", help="'single' (\"A photo of a {label}.\") or 'imagenet80'."
         ),
-        lens_top: int = typer.Option(10, "--lens-top", help="Labels kept per feature in logit_lens."),
+        lens_top: int = typer.Option(DEFAULTS.lens_top, "--lens-top", help="Labels kept per feature in logit_lens."),
         coactivation_sample: int = typer.Option(
-            512, "--coactivation-sample", help="Active tokens per feature sampled for the coactivation lists."
+            DEFAULTS.coactivation_sample,
+            "--coactivation-sample",
+            help="Active tokens per feature sampled for the coactivation lists.",
         ),
         device: str = typer.Option("cpu", "--device", help="Device for the lens: cpu, cuda, cuda:N, mps, auto."),
     ) -> None:
         """Compute the derived tables."""
         from saetui.paths import default_db
-        from saetui.stats import StatsOptions, compute_stats
+        from saetui.stats import compute_stats
 
         options = StatsOptions(
             image_tokens=image_tokens,  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from harness.tiny import tiny_open_clip_config, tiny_state_dict
 from saetui import imagenet
 from saetui.checkpoint import load_checkpoint
 from saetui.commands.main import main
+from saetui.stats import StatsOptions
 
 LAYER = 20
 N_TOKENS = 257
@@ -191,6 +192,22 @@ def test_sample_run_says_what_it_used_and_ran_stats(sample_run: Indexed, checkpo
     assert "using preprocessor_config.json's" in sample_run.stderr
     assert "statistics computed" in sample_run.stderr
     assert scalar(sample_run.db, "SELECT count(*) FROM features") == checkpoint.n_features
+
+
+def test_stats_after_index_recomputes_nothing(sample_run: Indexed, capsys: pytest.CaptureFixture) -> None:
+    """`saetui stats` with its defaults finds what index computed up to date; feature_images has the default ranks."""
+    capsys.readouterr()
+    assert main(["stats", "--db", str(sample_run.db)]) == 0
+    captured = capsys.readouterr()
+    assert "computed no (up to date)" in captured.out, captured.err
+    top = StatsOptions().top_images
+    assert top == 200  # the README's number
+    assert scalar(sample_run.db, "SELECT max(rank) FROM feature_images") == top
+    busiest = scalar(sample_run.db, "SELECT max(n_images) FROM features")
+    assert (
+        busiest > top
+        and scalar(sample_run.db, "SELECT max(n) FROM (SELECT count(*) n FROM feature_images GROUP BY feature)") == top
+    )
 
 
 def test_sample_statistics_cover_every_active_feature(sample_run: Indexed, capsys: pytest.CaptureFixture) -> None:

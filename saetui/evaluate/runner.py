@@ -97,7 +97,8 @@ def evaluate(
     from saetui.paths import cache_dir
     from saetui.preprocess import load_preprocessing
     from saetui.sae import TopKSae, standardise_batch
-    from saetui.stats.lens import file_identity, logit_scale, text_embeddings
+    from saetui.stats.lens import logit_scale, text_embeddings
+    from saetui.stats.run_info import file_identity
 
     options = options or EvalOptions()
     log = log if log is not None else sys.stderr

@@ -71,7 +71,7 @@ def _data_fingerprint(
     ).fetchall()[0]
     tokens = con.execute("SELECT count(*) FROM token_errors").fetchall()[0]
     opts = {k: v for k, v in options.as_dict().items() if k not in FINGERPRINT_EXCLUDES}
-    files = None if sae_files is None else [str(sae_files.checkpoint_path), str(sae_files.model_dir)]
+    files = None if sae_files is None else sae_files.identity()
     payload = [list(images), list(tokens), asdict(run), opts, files, __version__]
     return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -119,6 +119,13 @@ def compute_stats(
     cache_root = cache_dir(cache)
     with open_for_writing(db_path) as con:
         run = read_run(con)
+        if sae_files is None:
+            try:
+                sae_files = cached_sae_files(run, cache)
+            except NotFoundError:
+                if options.lens:
+                    raise
+                sae_files = None  # without the lens, missing files only cost the similar-direction lists
         fingerprint = _data_fingerprint(con, run, options, sae_files)
         n_images = int(con.execute("SELECT count(*) FROM images").fetchall()[0][0])
         n_tokens = int(con.execute("SELECT count(*) FROM token_errors").fetchall()[0][0])
@@ -128,13 +135,6 @@ def compute_stats(
             return StatsSummary(
                 False, n_images, n_tokens, run.n_features, alive, 0.0, info[0] is not None, bool(info[1])
             )
-        if sae_files is None:
-            try:
-                sae_files = cached_sae_files(run, cache)
-            except NotFoundError:
-                if options.lens:
-                    raise
-                sae_files = None  # without the lens, missing files only cost the similar-direction lists
         chunks = image_chunks(con, options.chunk_images)
         scan_codes(con, chunks, run.n_features, options, progress)
         last_token = con.execute("SELECT coalesce(max(token), 0) FROM token_errors").fetchall()[0][0]

@@ -24,13 +24,6 @@ from saetui.stats.options import SINGLE_TEMPLATE
 BLOCK = 4096  # features per block when ranking labels
 
 
-def file_identity(path: Path) -> str:
-    """A short key for a local file: its resolved path (a content hash in a hub cache), size and mtime."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return hashlib.sha256(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-
-
 def prompt_templates(kind: str) -> list[str]:
     """The prompt templates of a lens variant as format strings with a {label} field."""
     if kind == "single":

@@ -11,7 +11,7 @@ import numpy as np
 
 from saetui.errors import DataError
 from saetui.stats.options import StatsOptions
-from saetui.stats.run_info import RunInfo, SaeFiles
+from saetui.stats.run_info import RunInfo, SaeFiles, file_identity
 from saetui.stats.temp import register_columns
 
 Progress = Callable[[str, int, int], None]
@@ -61,7 +61,6 @@ def model_steps(
     from saetui.stats.directions import save_unit_rows
     from saetui.stats.lens import (
         directions,
-        file_identity,
         joint_embeddings,
         logit_scale,
         prompt_templates,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,18 @@ class SaeFiles:
 
     checkpoint_path: Path
     model_dir: Path | None
+
+    def identity(self) -> list[str]:
+        """What the derived tables depend on in these files: the checkpoint's identity and the model folder."""
+        model = None if self.model_dir is None else str(Path(self.model_dir).resolve())
+        return [file_identity(self.checkpoint_path), str(model)]
+
+
+def file_identity(path: Path) -> str:
+    """A short key for a local file: its resolved path (a content hash in a hub cache), size and mtime."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return hashlib.sha256(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
 def _first(row: dict[str, Any], *names: str) -> Any:
