@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from saetui.commands.options import CacheDir, ImageColumn, LabelColumn, Split, Workers
+from saetui.commands.options import CacheDir, Device, ImageColumn, LabelColumn, Split, Workers
 
 HELP = """Evaluate an SAE on a labelled image set: what splicing it into CLIP does downstream, how well it
 reconstructs, and how its features line up with the hooked block's MLP neurons.
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(
             32, "--batch-size", help="Images per forward pass, loss batch and standardisation."
         ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        device: Device = "auto",
         precision: str = typer.Option(
             "fp32", "--precision", help="fp32, or bf16 (vision tower and SAE under autocast)."
         ),
@@ -84,11 +84,12 @@ def register(app: typer.Typer) -> None:
             workers=workers if workers is not None else default_workers(),
             label_set=label_set,
         )
+        from saetui.device import resolve_device
         from saetui.evaluate.report import report_json, report_lines
         from saetui.evaluate.runner import evaluate
         from saetui.evaluate.store import check_target, write_results
         from saetui.hub import fetch
-        from saetui.model import resolve_device, resolve_precision
+        from saetui.model import resolve_precision
         from saetui.registry import get_spec
         from saetui.sources import open_source
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from saetui.commands.options import CacheDir, ImageColumn, LabelColumn, Split, Workers
+from saetui.commands.options import CacheDir, Device, ImageColumn, LabelColumn, Split, Workers
 from saetui.errors import UsageError
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
             None, "--db", help="Database file (default: $SAETUI_DB, else ./saetui.duckdb).", show_default=False
         ),
         batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass and per transaction."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        device: Device = "auto",
         precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (model and SAE encoder)."),
         tokens: str = typer.Option(
             "all", "--tokens", help="Tokens stored per image: all (CLS + patches), cls or patches."

@@ -23,3 +23,9 @@ Workers = Annotated[
     int | None,
     typer.Option("--workers", help="Decode threads (default: CPU cores, at most 8).", show_default=False),
 ]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device", help="Device of every model step: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
+    ),
+]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from saetui.commands.options import CacheDir, Device
 from saetui.stats.options import StatsOptions
 
 DEFAULTS = StatsOptions()  # the one source of every default: `saetui index` computes with these too
@@ -46,9 +47,7 @@ def register(app: typer.Typer) -> None:
     @app.command("stats", help=HELP)
     def stats_command(
         db: Path | None = typer.Option(None, "--db", help="Database (default: $SAETUI_DB, else ./saetui.duckdb)."),
-        cache: str | None = typer.Option(
-            None, "--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache)."
-        ),
+        cache: CacheDir = None,
         force: bool = typer.Option(False, "--force", help="Recompute even when nothing changed."),
         image_tokens: str = typer.Option(
             DEFAULTS.image_tokens,
@@ -77,7 +76,7 @@ def register(app: typer.Typer) -> None:
             "--coactivation-sample",
             help="Active tokens per feature sampled for the coactivation lists.",
         ),
-        device: str = typer.Option("cpu", "--device", help="Device for the lens: cpu, cuda, cuda:N, mps, auto."),
+        device: Device = "auto",
     ) -> None:
         """Compute the derived tables."""
         from saetui.paths import default_db

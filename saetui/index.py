@@ -343,7 +343,8 @@ def index_images(
     closed and IndexInterrupted (a KeyboardInterrupt holding the summary) is raised.
     """
     from saetui.checkpoint import load_checkpoint
-    from saetui.model import VisionTrunk, resolve_device, resolve_precision
+    from saetui.device import resolve_device
+    from saetui.model import VisionTrunk, resolve_precision
     from saetui.sae import TopKSae
 
     options = options or IndexOptions()

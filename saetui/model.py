@@ -8,38 +8,12 @@ from typing import Any
 
 import torch
 
+from saetui.device import resolve_device
 from saetui.errors import DataError, NotFoundError, UsageError
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto|cpu|cuda[:N]|mps -> torch.device; auto picks cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "mps":
-        if not torch.backends.mps.is_available():
-            raise UsageError("device mps is not available on this machine", "use --device auto or cpu")
-        return torch.device("mps")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"device {name} is not available: torch sees no CUDA GPU", "use --device auto or cpu")
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise UsageError(f"invalid device {name!r}", "use cuda or cuda:N") from None
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"device {name} does not exist: {torch.cuda.device_count()} GPU(s)", "use cuda:0")
-        return device
-    raise UsageError(f"unknown device {name!r}", "use auto, cpu, cuda, cuda:N or mps")
 
 
 def resolve_precision(name: str) -> torch.dtype:
@@ -142,7 +116,7 @@ class VisionTrunk(torch.nn.Module):
                 f"layer {layer} does not exist: the vision tower has blocks 0..{n_layers - 1}",
                 f"pick a layer in 0..{n_layers - 1}",
             )
-        torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+        torch_device = resolve_device(device)
         dtype = resolve_precision(precision)
         vision_cfg["layers"] = layer + 1  # later blocks are never built
         with torch.device("meta"):
@@ -198,7 +172,7 @@ def load_clip(model_dir: Path, device: str | torch.device = "cpu") -> torch.nn.M
     model_dir = Path(model_dir)
     read_model_config(model_dir)
     _weights_path(model_dir)
-    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    torch_device = resolve_device(device)
     try:
         model = open_clip.create_model(f"local-dir:{model_dir}", device=torch_device)
     except (RuntimeError, ValueError, KeyError, OSError) as error:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from saetui.device import to_device, to_host
 from saetui.images import SkippedImage, content_hash, decode_rgb
 from saetui.model import VisionTrunk
 from saetui.preprocess import Preprocessing, input_crop, to_pixels
@@ -203,31 +204,31 @@ class Encoder:
         self.trunk = trunk
         self.sae = sae
         self.tokens = token_positions(tokens, trunk.n_tokens)
-        self._select = None if tokens == "all" else torch.from_numpy(self.tokens.astype(np.int64))
+        self._select = None if tokens == "all" else to_device(self.tokens.astype(np.int64), trunk.device)
 
     @torch.no_grad()
     def activations(self, pixels: torch.Tensor) -> torch.Tensor:
         """float32 [B * T, d] residual-stream vectors of the stored tokens, image-major."""
         x = self.trunk(pixels)
         if self._select is not None:
-            x = x.index_select(1, self._select.to(x.device))
+            x = x.index_select(1, self._select)
         return x.reshape(-1, x.shape[-1])
 
     @torch.no_grad()
     def __call__(self, pixels: np.ndarray) -> Codes:
         """Codes of one batch of pixels [B, 3, H, W]."""
         n_images = pixels.shape[0]
-        x = self.activations(torch.from_numpy(pixels))
+        x = self.activations(to_device(pixels, self.trunk.device))
         values, indices = self.sae.encode(x)
         sse, total_ss = reconstruction_error(x, self.sae.decode(values, indices))
         shape = (n_images, len(self.tokens))
         return Codes(
             tokens=self.tokens,
-            values=values.cpu().numpy().reshape(*shape, -1),
-            features=indices.to(torch.int32).cpu().numpy().reshape(*shape, -1),
-            sse=sse.cpu().numpy().reshape(shape),
-            total_ss=total_ss.cpu().numpy().reshape(shape),
-            sum_x=x.sum(dim=0).cpu().numpy().astype(np.float64),  # float32 tree sums: MPS has no float64
+            values=to_host(values).reshape(*shape, -1),
+            features=to_host(indices.to(torch.int32)).reshape(*shape, -1),
+            sse=to_host(sse).reshape(shape),
+            total_ss=to_host(total_ss).reshape(shape),
+            sum_x=to_host(x.sum(dim=0)).astype(np.float64),  # float32 tree sums: MPS has no float64
             sum_sq=float(x.pow(2).sum()),
             count=int(x.shape[0]),
         )

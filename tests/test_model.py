@@ -21,8 +21,9 @@ from harness.tiny import (
     tiny_state_dict,
     write_files,
 )
+from saetui.device import resolve_device
 from saetui.errors import DataError, NotFoundError, UsageError
-from saetui.model import VisionTrunk, load_clip, model_width, resolve_device
+from saetui.model import VisionTrunk, load_clip, model_width
 from saetui.preprocess import load_preprocessing, preprocess_image
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from saetui.device import to_host
 from saetui.errors import DataError
 
 FEATURE_BLOCK = 8192  # features per cosine block (neurons x block floats)
@@ -59,7 +60,7 @@ def max_abs_cosine(directions: torch.Tensor, neurons: torch.Tensor) -> tuple[np.
         block = torch.nn.functional.normalize(directions[:, start : start + FEATURE_BLOCK].float(), dim=0)
         cosine = (unit_neurons.to(block.device) @ block).abs()
         best[start : start + block.shape[1]], which[start : start + block.shape[1]] = cosine.max(dim=0)
-    return best.cpu().numpy(), which.to(torch.int32).cpu().numpy()
+    return to_host(best), to_host(which.to(torch.int32))
 
 
 def summarise(values: np.ndarray) -> dict[str, float]:

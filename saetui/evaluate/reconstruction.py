@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from saetui.device import to_host
 from saetui.registry import BUILT_IN, SCOPE_REPO, SaeSpec
 from saetui.sae import reconstruction_error
 
@@ -88,13 +89,17 @@ class ReconstructionTotals:
         wide = x.double()
         self.tokens += int(x.shape[0])
         self.sse += float(sse.double().sum())
-        self.ev_sum += float((1 - sse[spread].double() / total_ss[spread].double()).sum())
+        # Masks as weights, not as indices: no data-dependent shapes, so nothing waits on the device mid-batch.
+        ratio = sse.double() / torch.where(spread, total_ss.double(), torch.ones_like(total_ss.double()))
+        self.ev_sum += float(torch.where(spread, 1 - ratio, torch.zeros_like(ratio)).sum())
         self.ev_tokens += int(spread.sum())
-        self.sum_x += wide.sum(dim=0).cpu().numpy()
+        self.sum_x += to_host(wide.sum(dim=0))
         self.sum_sq += float(wide.pow(2).sum())
         positive = values > 0
         self.active += int(positive.sum())
-        self.fired[indices[positive].unique().cpu().numpy()] = True
+        hits = torch.zeros(len(self.fired), dtype=torch.float32, device=values.device)
+        hits.scatter_add_(0, indices.reshape(-1), positive.reshape(-1).to(hits.dtype))
+        self.fired |= to_host(hits) > 0
 
     def result(self) -> ReconstructionResult:
         """The metrics over everything added."""

@@ -92,8 +92,9 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate the fetched SAE on the source's images (see the module docstring); progress goes to log."""
     from saetui.checkpoint import load_checkpoint
+    from saetui.device import resolve_device, to_device
     from saetui.imagenet import class_names
-    from saetui.model import load_clip, resolve_device, resolve_precision
+    from saetui.model import load_clip, resolve_precision
     from saetui.paths import cache_dir
     from saetui.preprocess import load_preprocessing
     from saetui.sae import TopKSae, standardise_batch
@@ -151,7 +152,7 @@ def evaluate(
                     labels = [image.item.label for image in batch.images]
                     if options.label_set == "imagenet":
                         resolve_label_set("imagenet", {label for label in labels if label}, imagenet_names)
-                    pixels = torch.from_numpy(batch.pixels()).to(device)
+                    pixels = to_device(batch.pixels(), device)
                     downstream.add(model.encode_image(pixels, normalize=True), labels)
                     x, recon, values, indices = splice.take_batch()
                     totals["raw"].add(x, recon, values, indices)

@@ -78,6 +78,8 @@ class CoactivationSampler:
             self._block(entry_feature[a:b], entry_token[a:b], features, active, top)
             for a, b in _blocks(entry_feature, width, self.n_features)
         ]
+        if not parts:  # no feature was ever active
+            return {name: np.zeros(0) for name in names}
         return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
     def _block(

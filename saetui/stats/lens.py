@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from saetui.checkpoint import SaeCheckpoint
+from saetui.device import module_device, to_device, to_host
 from saetui.stats.options import SINGLE_TEMPLATE
 
 BLOCK = 4096  # features per block when ranking labels
@@ -52,7 +53,7 @@ def text_embeddings(
     import open_clip
 
     tokenizer = open_clip.get_tokenizer(f"local-dir:{model_dir}")
-    device = next(model.parameters()).device
+    device = module_device(model)
     out = np.zeros((len(labels), int(model.text_projection.shape[1])), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(labels), 64):
@@ -62,7 +63,7 @@ def text_embeddings(
                 tokens = tokenizer([template.format(label=label) for label in batch]).to(device)
                 emb = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
                 total = emb if total is None else total + emb
-            out[start : start + len(batch)] = torch.nn.functional.normalize(total, dim=-1).cpu().numpy()
+            out[start : start + len(batch)] = to_host(torch.nn.functional.normalize(total, dim=-1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, out)
@@ -80,10 +81,11 @@ def directions(checkpoint: SaeCheckpoint, kind: str) -> torch.Tensor:
 
 
 def joint_embeddings(model: torch.nn.Module, rows: torch.Tensor, ln: bool) -> torch.Tensor:
-    """Directions mapped into the joint space (ln_post optional, then proj), L2-normalised."""
+    """Directions (host rows) mapped into the joint space on the model's device (ln_post optional, then proj),
+    L2-normalised."""
     visual = model.visual
     with torch.no_grad():
-        x = rows.to(visual.proj.dtype)
+        x = to_device(rows, visual.proj.device, visual.proj.dtype)
         if ln:
             x = visual.ln_post(x)
         return torch.nn.functional.normalize((x @ visual.proj).float(), dim=-1)
@@ -96,7 +98,7 @@ def logit_scale(model: torch.nn.Module) -> float:
 
 def rank_labels(embeddings: torch.Tensor, text: np.ndarray, scale: float, top: int) -> dict[str, np.ndarray]:
     """Top labels per feature: columns feature, rank, label_index, score (cosine), prob (softmax over labels)."""
-    text_t = torch.from_numpy(text).float()
+    text_t = to_device(text, embeddings.device, torch.float32)
     top = min(top, text.shape[0])
     feature, rank, label, score, prob = [], [], [], [], []
     for start in range(0, embeddings.shape[0], BLOCK):
@@ -106,9 +108,9 @@ def rank_labels(embeddings: torch.Tensor, text: np.ndarray, scale: float, top: i
         n = cos.shape[0]
         feature.append(np.repeat(np.arange(start, start + n, dtype=np.int32), top))
         rank.append(np.tile(np.arange(1, top + 1, dtype=np.int16), n))
-        label.append(index.reshape(-1).numpy().astype(np.int32))
-        score.append(values.reshape(-1).numpy().astype(np.float64))
-        prob.append(torch.exp(values * scale - log_norm).reshape(-1).numpy().astype(np.float64))
+        label.append(to_host(index.reshape(-1)).astype(np.int32))
+        score.append(to_host(values.reshape(-1)).astype(np.float64))
+        prob.append(to_host(torch.exp(values * scale - log_norm).reshape(-1)).astype(np.float64))
     return {
         "feature": np.concatenate(feature),
         "rank": np.concatenate(rank),

@@ -58,6 +58,7 @@ def model_steps(
     import torch
 
     from saetui.checkpoint import load_checkpoint
+    from saetui.device import resolve_device, to_host
     from saetui.stats.directions import save_unit_rows
     from saetui.stats.lens import (
         directions,
@@ -103,7 +104,7 @@ def model_steps(
         raise DataError("the logit lens needs the model files", "pass --no-lens or fetch the SAE's model")
     from saetui.model import WEIGHT_FILES, load_clip
 
-    model = load_clip(files.model_dir, device)
+    model = load_clip(files.model_dir, resolve_device(device))
     weights = next(files.model_dir / name for name in WEIGHT_FILES if (files.model_dir / name).is_file())
     model_key = file_identity(weights)
     labels, out.label_source = lens_labels(con)
@@ -118,7 +119,7 @@ def model_steps(
     variant = f"{options.lens_direction}-{'ln' if options.lens_ln else 'noln'}"
     lens_path = cache_root / "directions" / f"{ckpt_key}-{model_key}-{variant}-lens.npy"
     if not lens_path.is_file():
-        save_unit_rows(embeddings.numpy(), lens_path)
+        save_unit_rows(to_host(embeddings), lens_path)
     out.lens_embeddings = str(lens_path.resolve())
     out.model_dir = str(files.model_dir.resolve())
     ranked = rank_labels(embeddings, text, logit_scale(model), options.lens_top)

@@ -20,23 +20,25 @@ from saetui.stats.run_info import cached_sae_files, read_run
 
 
 @functools.lru_cache(maxsize=2)
-def _model(model_dir: str):  # noqa: ANN202 - returns an open_clip model; torch types stay out of module scope
-    """The CLIP model of a local folder, loaded once per process."""
+def _model(model_dir: str, device: object):  # noqa: ANN202 - an open_clip model; torch types stay out of module scope
+    """The CLIP model of a local folder on a device, loaded once per process."""
     from saetui.model import load_clip
 
-    return load_clip(Path(model_dir), "cpu")
+    return load_clip(Path(model_dir), device)
 
 
-def embed_text(model_dir: Path, text: str) -> np.ndarray:
-    """The normalised CLIP text embedding of one string."""
+def embed_text(model_dir: Path, text: str, device: object = "cpu") -> np.ndarray:
+    """The normalised CLIP text embedding of one string (one short text: the CPU is the default device)."""
     import open_clip
     import torch
 
-    model = _model(str(model_dir))
+    from saetui.device import module_device, resolve_device, to_device, to_host
+
+    model = _model(str(model_dir), resolve_device(device))
     tokenizer = open_clip.get_tokenizer(f"local-dir:{model_dir}")
     with torch.no_grad():
-        emb = model.encode_text(tokenizer([text]))
-        return torch.nn.functional.normalize(emb.float(), dim=-1)[0].numpy()
+        emb = model.encode_text(to_device(tokenizer([text]), module_device(model)))
+        return to_host(torch.nn.functional.normalize(emb.float(), dim=-1)[0])
 
 
 def _model_dir(con: duckdb.DuckDBPyConnection, cache: str | Path | None) -> Path:
@@ -51,12 +53,12 @@ def _model_dir(con: duckdb.DuckDBPyConnection, cache: str | Path | None) -> Path
 
 
 def search_text(
-    con: duckdb.DuckDBPyConnection, text: str, n: int = 20, cache: str | Path | None = None
+    con: duckdb.DuckDBPyConnection, text: str, n: int = 20, cache: str | Path | None = None, device: object = "cpu"
 ) -> list[tuple[int, float]]:
     """The n features whose lens embedding has the largest cosine with the text's CLIP embedding."""
     if not text.strip():
         raise UsageError("empty search text", "type a few words, e.g. 'a red bus'")
     rows = load_rows(stats_info(con).get("lens_embeddings"), "lens embeddings")
-    query = embed_text(_model_dir(con, cache), text)
+    query = embed_text(_model_dir(con, cache), text, device)
     index, score = nearest(rows, query, n)
     return [(int(f), float(s)) for f, s in zip(index, score, strict=True)]
