@@ -86,6 +86,32 @@ def _load_tensors(path: Path, prefix: str, keys: set[str]) -> dict[str, torch.Te
     return found
 
 
+def blocks_are_sequence_first(transformer: torch.nn.Module) -> bool:
+    """Whether the transformer's blocks take [tokens, batch, width], read from their attention modules.
+
+    The attention layer decides the layout it computes in; a `batch_first` flag on the transformer may be missing
+    (older open_clip) or disagree, so the modules themselves are asked, and an unknown block is an error rather
+    than a guess (a wrong guess mixes the images of a batch and gives silently wrong activations).
+    """
+    from open_clip.transformer import CustomResidualAttentionBlock
+
+    layouts: set[bool | None] = set()
+    for block in transformer.resblocks:
+        flag = getattr(getattr(block, "attn", None), "batch_first", None)  # nn.MultiheadAttention has one
+        if isinstance(flag, bool):
+            layouts.add(not flag)
+        elif isinstance(block, CustomResidualAttentionBlock):
+            layouts.add(False)  # open_clip's own attention reads [batch, tokens, width] (the block asserts it)
+        else:
+            layouts.add(None)
+    if None in layouts or len(layouts) != 1:
+        raise DataError(
+            f"cannot tell the token layout of the vision blocks ({type(transformer.resblocks[0]).__name__})",
+            "use open_clip_torch >= 3.0 with a standard ViT",
+        )
+    return layouts.pop()
+
+
 class VisionTrunk(torch.nn.Module):
     """open_clip's ViT vision tower cut after block `layer`: returns the residual stream there."""
 
@@ -99,6 +125,7 @@ class VisionTrunk(torch.nn.Module):
         self.n_tokens = grid_h * grid_w + 1
         self.device = device
         self.dtype = dtype
+        self.sequence_first = blocks_are_sequence_first(visual.transformer)
 
     @classmethod
     def from_dir(
@@ -155,12 +182,11 @@ class VisionTrunk(torch.nn.Module):
         cls_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls_token, x], dim=1) + visual.positional_embedding.to(x.dtype)
         x = visual.ln_pre(x)
-        transformer = visual.transformer
-        if not getattr(transformer, "batch_first", True):
-            x = x.transpose(0, 1)
-        for block in transformer.resblocks:
+        if self.sequence_first:
+            x = x.transpose(0, 1)  # [tokens, B, width], as these blocks' attention expects
+        for block in visual.transformer.resblocks:
             x = block(x)
-        if not getattr(transformer, "batch_first", True):
+        if self.sequence_first:
             x = x.transpose(0, 1)
         return x.float()
 

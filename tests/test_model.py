@@ -65,6 +65,24 @@ def test_trunk_matches_hf_hidden_states(layer: int, model_dir: Path, pixels: tor
     assert (hf_states[layer + 1] - hf_states[layer]).abs().max().item() > 0.1
 
 
+def test_sequence_first_blocks_are_detected_from_their_attention(
+    model_dir: Path, pixels: torch.Tensor, hf_states
+) -> None:
+    """Blocks built sequence-first (open_clip 2.24: MultiheadAttention without batch_first, no flag on the
+    transformer) still give HF's hidden states: the layout comes from the attention modules, not a default."""
+    built = VisionTrunk.from_dir(model_dir, 2, device="cpu")
+    transformer = built.visual.transformer
+    for block in transformer.resblocks:
+        block.attn.batch_first = False
+    del transformer.batch_first
+    trunk = VisionTrunk(built.visual, 2, built.device, built.dtype)
+    assert trunk.sequence_first and not built.sequence_first
+    assert (trunk(pixels) - hf_states[3]).abs().max().item() <= 1e-5
+    transformer.resblocks[1].attn.batch_first = True  # a mix has no single layout: refused, not guessed
+    with pytest.raises(DataError, match="cannot tell the token layout"):
+        VisionTrunk(built.visual, 2, built.device, built.dtype)
+
+
 def test_trunk_builds_and_computes_only_blocks_up_to_layer(model_dir: Path) -> None:
     """Later blocks, ln_post and proj are never built."""
     trunk = VisionTrunk.from_dir(model_dir, 5, device="cpu")

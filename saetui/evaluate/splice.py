@@ -16,6 +16,7 @@ from types import TracebackType
 import torch
 
 from saetui.errors import DataError
+from saetui.model import blocks_are_sequence_first
 from saetui.sae import TopKSae
 
 CONDITIONS: tuple[str, ...] = ("original", "reconstruction", "reconstruction+error")
@@ -41,7 +42,7 @@ class SaeSplice:
     def __init__(self, model: torch.nn.Module, layer: int, sae: TopKSae) -> None:
         """Prepare the hook on the model's vision block `layer` (registered on entering the context)."""
         self.block = hooked_block(model, layer)
-        self.batch_first = bool(getattr(model.visual.transformer, "batch_first", True))
+        self.batch_first = not blocks_are_sequence_first(model.visual.transformer)
         self.sae = sae
         self.activations: torch.Tensor | None = None  # float32 [B * T, d] of the last batch, image-major
         self.values: torch.Tensor | None = None  # [B * T, k]
