@@ -8,7 +8,17 @@ from pathlib import Path
 
 import typer
 
-from saetui.commands.options import CacheDir, Device, ImageColumn, LabelColumn, Split, Workers
+from saetui.commands.options import (
+    CacheDir,
+    Checkpoint,
+    Device,
+    ImageColumn,
+    LabelColumn,
+    ModelRevision,
+    Revision,
+    Split,
+    Workers,
+)
 
 HELP = """Evaluate an SAE on a labelled image set: what splicing it into CLIP does downstream, how well it
 reconstructs, and how its features line up with the hooked block's MLP neurons.
@@ -50,7 +60,9 @@ def register(app: typer.Typer) -> None:
             ..., metavar="SOURCE", help="Image folder, list file, Parquet file/folder, saved dataset or hf:NAME."
         ),
         sae: str = typer.Option("layer20", "--sae", help="SAE to evaluate (see `saetui fetch --list`)."),
-        checkpoint: str = typer.Option("latest", "--checkpoint", help="'latest' or the token count of a checkpoint."),
+        checkpoint: Checkpoint = "latest",
+        revision: Revision = None,
+        model_revision: ModelRevision = None,
         batch_size: int = typer.Option(
             32, "--batch-size", help="Images per forward pass, loss batch and standardisation."
         ),
@@ -97,7 +109,7 @@ def register(app: typer.Typer) -> None:
         resolve_device(device)
         spec = get_spec(sae)
         opened = open_source(source, split=split, image_column=image_column, label_column=label_column)
-        fetched = fetch(spec, checkpoint=checkpoint, cache=cache)
+        fetched = fetch(spec, checkpoint=checkpoint, revision=revision, cache=cache, model_revision=model_revision)
         if db is not None:
             check_target(db, spec.repo_id, fetched.checkpoint_file)
         report = evaluate(opened, fetched, options, cache=cache)

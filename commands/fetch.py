@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from saetui.commands.options import CacheDir
+from saetui.commands.options import CacheDir, Checkpoint, ModelRevision, Revision
 from saetui.errors import NotFoundError, UsageError
 
 HELP = """Download an SAE checkpoint and the open_clip model it reads into the cache.
@@ -86,11 +86,11 @@ def _list(cache: str | None) -> None:
         raise NotFoundError(f"{len(failures)} SAE(s) could not be listed", "see the warnings above")
 
 
-def _fetch(name: str, checkpoint: str, revision: str | None, cache: str | None) -> None:
+def _fetch(name: str, checkpoint: str, revision: str | None, model_revision: str | None, cache: str | None) -> None:
     """Fetch one SAE and print where its files are."""
     from saetui.hub import fetch
 
-    fetched = fetch(name, checkpoint=checkpoint, revision=revision, cache=cache)
+    fetched = fetch(name, checkpoint=checkpoint, revision=revision, cache=cache, model_revision=model_revision)
     rows = [
         ["sae", fetched.spec.name],
         ["checkpoint", str(fetched.checkpoint_path)],
@@ -120,8 +120,9 @@ def register(app: typer.Typer) -> None:
     @app.command("fetch", help=HELP, no_args_is_help=True)
     def fetch_command(
         name: str | None = typer.Argument(None, metavar="NAME", help="SAE to fetch, e.g. layer20.", show_default=False),
-        checkpoint: str = typer.Option("latest", "--checkpoint", help="'latest' or a token count, e.g. 100069632."),
-        revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit of the SAE repo."),
+        checkpoint: Checkpoint = "latest",
+        revision: Revision = None,
+        model_revision: ModelRevision = None,
         cache: CacheDir = None,
         list_: bool = typer.Option(False, "--list", help="List every SAE and the checkpoints the hub has."),
     ) -> None:
@@ -133,4 +134,4 @@ def register(app: typer.Typer) -> None:
             return
         if name is None:
             raise UsageError("missing NAME", "e.g. `saetui fetch layer20`; `saetui fetch --list` shows the names")
-        _fetch(name, checkpoint, revision, cache)
+        _fetch(name, checkpoint, revision, model_revision, cache)

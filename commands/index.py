@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from saetui.commands.options import CacheDir, Device, ImageColumn, LabelColumn, Split, Workers
+from saetui.commands.options import (
+    CacheDir,
+    Checkpoint,
+    Device,
+    ImageColumn,
+    LabelColumn,
+    ModelRevision,
+    Revision,
+    Split,
+    Workers,
+)
 from saetui.errors import UsageError
 
 if TYPE_CHECKING:
@@ -82,7 +92,9 @@ def register(app: typer.Typer) -> None:
             ..., metavar="SOURCE", help="Image folder, list file, Parquet file/folder, saved dataset or hf:NAME."
         ),
         sae: str = typer.Option("layer20", "--sae", help="SAE to use (see `saetui fetch --list`)."),
-        checkpoint: str = typer.Option("latest", "--checkpoint", help="'latest' or the token count of a checkpoint."),
+        checkpoint: Checkpoint = "latest",
+        revision: Revision = None,
+        model_revision: ModelRevision = None,
         db: Path | None = typer.Option(
             None, "--db", help="Database file (default: $SAETUI_DB, else ./saetui.duckdb).", show_default=False
         ),
@@ -115,7 +127,7 @@ def register(app: typer.Typer) -> None:
         resolve_precision(precision)
         spec = get_spec(sae)
         opened = open_source(source, split=split, image_column=image_column, label_column=label_column)
-        fetched = fetch(spec, checkpoint=checkpoint, cache=cache)
+        fetched = fetch(spec, checkpoint=checkpoint, revision=revision, cache=cache, model_revision=model_revision)
         path = db or default_db()
         options = IndexOptions(
             batch_size=batch_size,

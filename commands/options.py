@@ -29,3 +29,20 @@ Device = Annotated[
         "--device", help="Device of every model step: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
     ),
 ]
+Checkpoint = Annotated[
+    str, typer.Option("--checkpoint", help="'latest' or the token count of a checkpoint, e.g. 100069632.")
+]
+Revision = Annotated[
+    str | None,
+    typer.Option(
+        "--revision", help="Branch, tag or commit of the SAE repo (default: the entry's).", show_default=False
+    ),
+]
+ModelRevision = Annotated[
+    str | None,
+    typer.Option(
+        "--model-revision",
+        help="Branch, tag or commit of the CLIP model repo (default: the entry's).",
+        show_default=False,
+    ),
+]

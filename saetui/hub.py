@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx2
 from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
@@ -34,6 +36,8 @@ from huggingface_hub.hf_api import RepoFile
 from saetui.errors import DataError, NetworkError, NotFoundError, UsageError
 from saetui.paths import cache_dir, hub_cache
 from saetui.registry import SaeSpec, get_spec
+
+T = TypeVar("T")
 
 LATEST = "latest"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -69,9 +73,53 @@ class CheckpointInfo:
     cached: bool
 
 
+# Set while a command answers from the cache because the hub could not be reached (HF_HUB_OFFLINE unset).
+_CACHE_ONLY: ContextVar[bool] = ContextVar("saetui_cache_only", default=False)
+COPY_CACHE_HINT = (
+    "on a machine without internet: run the same `saetui fetch` where the hub is reachable, copy that cache "
+    "folder here and pass --cache-dir DIR (or set SAETUI_CACHE)"
+)
+
+
+class HubUnreachable(NetworkError):
+    """The hub did not answer at all (no connection, a time-out, a server error): the cache may stand in."""
+
+
 def is_offline() -> bool:
-    """Whether HF_HUB_OFFLINE is set (listings then come from the cache only)."""
-    return constants.is_offline_mode()
+    """Whether only the cache may be read: HF_HUB_OFFLINE is set, or the hub was found unreachable."""
+    return constants.is_offline_mode() or _CACHE_ONLY.get()
+
+
+def _not_cached_hint() -> str:
+    """What to do when the files are not in the cache and no download may happen."""
+    if constants.is_offline_mode():
+        return f"HF_HUB_OFFLINE=1 forbids downloads: unset it where the hub is reachable; {COPY_CACHE_HINT}"
+    return COPY_CACHE_HINT
+
+
+def with_cache_fallback(action: Callable[[], T], what: str, hub_dir: Path) -> T:
+    """Run a hub action; when the hub cannot be reached, run it again on the cache alone and say so."""
+    try:
+        return action()
+    except HubUnreachable as error:
+        _warn_once(f"{error.message}: using the cached {what} in {hub_dir}")
+        token = _CACHE_ONLY.set(True)
+        try:
+            return action()
+        except NotFoundError as missing:
+            raise NetworkError(f"{error.message}, and {missing.message}", COPY_CACHE_HINT) from None
+        finally:
+            _CACHE_ONLY.reset(token)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning line on stderr, once per process for the same text."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        _warn(message)
 
 
 def _warn(message: str) -> None:
@@ -99,7 +147,7 @@ def parse_checkpoint(value: str) -> int | None:
 def _hub_errors(repo_id: str, revision: str, what: str, hub_dir: Path) -> Iterator[None]:
     """Turn huggingface_hub and HTTP failures while getting `what` from `repo_id` into one-line errors."""
     endpoint = constants.ENDPOINT
-    offline_hint = "check the network, or set HF_HUB_OFFLINE=1 to use the cache"
+    offline_hint = f"check the network; cached files are used when the hub cannot be reached ({COPY_CACHE_HINT})"
     try:
         yield
     except GatedRepoError:
@@ -128,30 +176,31 @@ def _hub_errors(repo_id: str, revision: str, what: str, hub_dir: Path) -> Iterat
                 f"{repo_id} has no {what} at revision '{revision}'",
                 "`saetui fetch --list` shows the checkpoints the hub has",
             ) from None
+        if status is not None and status >= 500:
+            raise HubUnreachable(f"{endpoint} answered HTTP {status}", offline_hint) from None
         raise NetworkError(f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint) from None
     except (LocalEntryNotFoundError, RevisionResolutionError, OfflineModeIsEnabled) as error:
         if is_offline():
-            raise NotFoundError(
-                f"{what} of {repo_id} is not in the cache {hub_dir}",
-                "run without HF_HUB_OFFLINE=1 to download it",
-            ) from None
+            raise NotFoundError(f"{what} of {repo_id} is not in the cache {hub_dir}", _not_cached_hint()) from None
         cause = error.__cause__ or error.__context__
         if isinstance(cause, HfHubHTTPError):
             status = cause.response.status_code if cause.response is not None else None
+            if status is not None and status >= 500:
+                raise HubUnreachable(f"{endpoint} answered HTTP {status}", offline_hint) from None
             raise NetworkError(f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint) from None
         if isinstance(cause, FileMetadataError):
             raise NetworkError(
                 f"{endpoint} did not answer like a Hugging Face hub for {what} of {repo_id}",
                 "check HF_ENDPOINT and any proxy in between",
             ) from None
-        raise NetworkError(f"cannot reach {endpoint}", offline_hint) from None
+        raise HubUnreachable(f"cannot reach {endpoint}", offline_hint) from None
     except (httpx2.ProtocolError, httpx2.ReadError):
         raise NetworkError(
             f"the connection to {endpoint} broke while getting {what} of {repo_id}",
             "run the command again: finished files are kept",
         ) from None
     except httpx2.RequestError:
-        raise NetworkError(f"cannot reach {endpoint}", offline_hint) from None
+        raise HubUnreachable(f"cannot reach {endpoint}", offline_hint) from None
 
 
 def _snapshot_folder(hub_dir: Path, repo_id: str, commit: str) -> Path:
@@ -233,12 +282,8 @@ def _folder_infos(api: HfApi, spec: SaeSpec, revision: str, hub_dir: Path) -> li
     return sorted(infos, key=lambda info: info.tokens or 0)
 
 
-def list_checkpoints(
-    spec: SaeSpec, cache: str | Path | None = None, revision: str | None = None
-) -> list[CheckpointInfo]:
-    """The checkpoints the hub has for an SAE (offline: the ones in the cache, all marked cached)."""
-    hub_dir = hub_cache(cache_dir(cache))
-    revision = revision or spec.revision
+def _hub_checkpoints(spec: SaeSpec, revision: str, hub_dir: Path) -> list[CheckpointInfo]:
+    """The checkpoints the hub has for an SAE (cache-only: the ones in the cache, all marked cached)."""
     api = HfApi()
     with _hub_errors(spec.repo_id, revision, "the checkpoint list", hub_dir):
         if spec.file is not None:
@@ -246,7 +291,16 @@ def list_checkpoints(
         return _folder_infos(api, spec, revision, hub_dir)
 
 
-def _choose_checkpoint(spec: SaeSpec, tokens: int | None, revision: str, cache: str | Path | None) -> str:
+def list_checkpoints(
+    spec: SaeSpec, cache: str | Path | None = None, revision: str | None = None
+) -> list[CheckpointInfo]:
+    """The checkpoints the hub has for an SAE; offline or with the hub unreachable, the ones in the cache."""
+    hub_dir = hub_cache(cache_dir(cache))
+    revision = revision or spec.revision
+    return with_cache_fallback(lambda: _hub_checkpoints(spec, revision, hub_dir), "checkpoint list", hub_dir)
+
+
+def _choose_checkpoint(spec: SaeSpec, tokens: int | None, revision: str, hub_dir: Path) -> str:
     """The repo path of the checkpoint to fetch: the spec's file, the asked tokens, or the largest listed."""
     if spec.file is not None:
         if tokens is not None:
@@ -254,12 +308,12 @@ def _choose_checkpoint(spec: SaeSpec, tokens: int | None, revision: str, cache: 
         return spec.file
     if tokens is not None:
         return spec.checkpoint_file(tokens)
-    infos = list_checkpoints(spec, cache, revision)
+    infos = _hub_checkpoints(spec, revision, hub_dir)
     if not infos:
         where = "in the cache" if is_offline() else f"on {constants.ENDPOINT}"
         raise NotFoundError(
             f"no {spec.folder}/<tokens>.pt checkpoint of {spec.repo_id}@{revision} {where}",
-            "run without HF_HUB_OFFLINE=1" if is_offline() else "check the folder of the SAE entry",
+            _not_cached_hint() if is_offline() else "check the folder of the SAE entry",
         )
     return infos[-1].file
 
@@ -273,8 +327,8 @@ def _model_files(api: HfApi, repo_id: str, revision: str, hub_dir: Path) -> set[
 
 
 def _download(repo_id: str, file: str, revision: str, hub_dir: Path) -> Path:
-    """One file through huggingface_hub's cache (a HEAD only when it is already there)."""
-    return Path(hf_hub_download(repo_id, file, revision=revision, cache_dir=hub_dir))
+    """One file through huggingface_hub's cache (a HEAD only when it is already there; none in cache-only mode)."""
+    return Path(hf_hub_download(repo_id, file, revision=revision, cache_dir=hub_dir, local_files_only=is_offline()))
 
 
 def remove_cached(path: Path) -> None:
@@ -285,16 +339,17 @@ def remove_cached(path: Path) -> None:
         blob.unlink(missing_ok=True)
 
 
-def _fetch_model(api: HfApi, spec: SaeSpec, hub_dir: Path) -> tuple[Path, Path, Path | None, str]:
-    """Download the model's open_clip config, weights and preprocessor config; returns them and the sha."""
-    repo_id, revision = spec.model_repo, "main"
+def _fetch_model(api: HfApi, spec: SaeSpec, revision: str, hub_dir: Path) -> tuple[Path, Path, Path | None, str]:
+    """Download the model's open_clip config, weights and preprocessor config at a revision; returns them and
+    the commit sha."""
+    repo_id = spec.model_repo
     with _hub_errors(repo_id, revision, "the model files", hub_dir):
         present = _model_files(api, repo_id, revision, hub_dir)
     weights_name = next((name for name in WEIGHT_FILES if name in present), None)
     missing = [] if OPEN_CLIP_CONFIG in present else [OPEN_CLIP_CONFIG]
     missing += [] if weights_name is not None else [" or ".join(WEIGHT_FILES)]
     if weights_name is None or missing:
-        where, hint = ("in the cache", "run without HF_HUB_OFFLINE=1") if is_offline() else ("on the hub", None)
+        where, hint = ("in the cache", _not_cached_hint()) if is_offline() else ("on the hub", None)
         raise NotFoundError(
             f"model repo {repo_id} has no {', '.join(missing)} {where}",
             hint or f"{spec.model} must be an open_clip model repo",
@@ -350,17 +405,33 @@ def fetch(
     checkpoint: str = LATEST,
     revision: str | None = None,
     cache: str | Path | None = None,
+    model_revision: str | None = None,
 ) -> FetchedSae:
-    """Download (or find in the cache) an SAE checkpoint and its open_clip model; validate; return paths."""
+    """Download (or find in the cache) an SAE checkpoint and its open_clip model; validate; return paths.
+
+    revision pins the SAE repo, model_revision the model repo (default: the entry's, else main). When the hub
+    cannot be reached, the cached files are used and a warning says so.
+    """
     spec = get_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
     tokens = parse_checkpoint(checkpoint)
     revision = revision or spec.revision
+    model_revision = model_revision or spec.model_revision
     hub_dir = hub_cache(cache_dir(cache))
     api = HfApi()
-    file = _choose_checkpoint(spec, tokens, revision, cache)
-    with _hub_errors(spec.repo_id, revision, file, hub_dir):
-        checkpoint_path = _download(spec.repo_id, file, revision, hub_dir)
-    config, weights, preprocessor, model_revision = _fetch_model(api, spec, hub_dir)
+
+    def download() -> tuple[str, Path, tuple[Path, Path, Path | None, str]]:
+        """The checkpoint's repo path and local path, and the model files."""
+        if not is_offline():  # one fail-fast request first: an unreachable hub then costs no download retries
+            with _hub_errors(spec.repo_id, revision, "the revision", hub_dir):
+                _hub_commit(api, spec.repo_id, revision)
+        file = _choose_checkpoint(spec, tokens, revision, hub_dir)
+        with _hub_errors(spec.repo_id, revision, file, hub_dir):
+            checkpoint_path = _download(spec.repo_id, file, revision, hub_dir)
+        return file, checkpoint_path, _fetch_model(api, spec, model_revision, hub_dir)
+
+    file, checkpoint_path, (config, weights, preprocessor, model_commit) = with_cache_fallback(
+        download, f"files of {spec.name}", hub_dir
+    )
     token_count = _validate(spec, checkpoint_path, file, config.parent, config)
     return FetchedSae(
         spec=spec,
@@ -371,6 +442,6 @@ def fetch(
         model_dir=config.parent,
         model_config=config,
         model_weights=weights,
-        model_revision=model_revision,
+        model_revision=model_commit,
         preprocessor_config=preprocessor,
     )

@@ -160,6 +160,7 @@ def run_settings(
     return {
         "model_id": spec.model,
         "pretrained": spec.pretrained,
+        "model_revision": fetched.model_revision,
         "layer": spec.layer,
         "sae_name": spec.name,
         "sae_repo": spec.repo_id,

@@ -21,7 +21,7 @@ BUILT_IN = "built-in"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _REQUIRED_KEYS = {"repo", "model", "layer"}
-_OPTIONAL_KEYS = {"folder", "file", "pretrained", "d_in", "n_features", "k", "revision"}
+_OPTIONAL_KEYS = {"folder", "file", "pretrained", "d_in", "n_features", "k", "revision", "model_revision"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +39,7 @@ class SaeSpec:
     n_features: int = 65536
     k: int = 32
     revision: str = "main"
+    model_revision: str = "main"  # branch, tag or commit of the model repo
     source: str = BUILT_IN  # "built-in" or the config file the entry came from
 
     @property
@@ -124,7 +125,9 @@ def _user_spec(path: Path, name: str, table: Any, builtin_names: set[str]) -> Sa
         if value <= 0:
             raise _config_error(path, f"[sae.{name}] {key} must be positive, got {value}")
     optional = {
-        key: _typed(path, name, table, key, str) for key in ("folder", "file", "pretrained", "revision") if key in table
+        key: _typed(path, name, table, key, str)
+        for key in ("folder", "file", "pretrained", "revision", "model_revision")
+        if key in table
     }
     for key in ("folder", "file"):
         if key in optional and (not optional[key] or optional[key].startswith("/")):

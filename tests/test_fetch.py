@@ -193,18 +193,44 @@ def test_refused_token_exits_4_and_hf_token_is_sent(
     assert hub.requests and all(request.authorization == "Bearer secret-token" for request in hub.requests)
 
 
-def test_unreachable_hub_is_a_network_error(
-    hub_in_process: FetchedCache, monkeypatch: pytest.MonkeyPatch, capfd
-) -> None:
-    """A closed port gives exit 4 and the hint to use HF_HUB_OFFLINE=1."""
+def _close_the_hub(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point huggingface_hub at a closed port (nothing listens on the discard port) and return its URL."""
     from huggingface_hub import constants
 
-    closed = "http://127.0.0.1:9"  # discard port: nothing listens there
+    closed = "http://127.0.0.1:9"
     monkeypatch.setattr(constants, "ENDPOINT", closed)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
-    assert main(["fetch", "layer20"]) == 4
-    line = _one_error_line(capfd.readouterr().err)
-    assert f"cannot reach {closed}" in line and "HF_HUB_OFFLINE=1" in line
+    return closed
+
+
+def test_unreachable_hub_uses_the_cached_files_and_says_so(
+    hub_in_process: FetchedCache, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    """With every file cached and the hub down, fetch succeeds without HF_HUB_OFFLINE and warns on stderr."""
+    closed = _close_the_hub(monkeypatch)
+    assert main(["fetch", "layer20"]) == 0
+    captured = capfd.readouterr()
+    assert f"saetui: warning: cannot reach {closed}: using the cached files of layer20" in captured.err
+    assert _fields(captured.out)["checkpoint_file"] == FINAL_20
+    assert main(["fetch", "--list"]) == 0
+    captured = capfd.readouterr()
+    assert captured.err.count(f"cannot reach {closed}") == 1  # one warning, not one per SAE
+    assert [line.split()[3] for line in captured.out.splitlines()[1:] if line.startswith("layer20 ")] == [
+        str(FINAL_TOKENS)
+    ]
+
+
+def test_unreachable_hub_without_the_files_says_how_to_work_offline(
+    hub_in_process: FetchedCache, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    """Exit 4 in one line that names the cache and tells an offline machine to copy a cache (--cache-dir)."""
+    closed = _close_the_hub(monkeypatch)
+    assert main(["fetch", "layer20", "--checkpoint", str(EARLY_TOKENS)]) == 4
+    warning, *rest = capfd.readouterr().err.strip().splitlines()
+    assert warning.startswith(f"saetui: warning: cannot reach {closed}: using the cached files of layer20")
+    line = _one_error_line("\n".join(rest))
+    assert f"cannot reach {closed}, and " in line and "not in the cache" in line
+    assert "--cache-dir" in line and "HF_HUB_OFFLINE=1" not in line
 
 
 def test_offline_fetch_of_an_uncached_checkpoint_is_not_found(
@@ -216,7 +242,7 @@ def test_offline_fetch_of_an_uncached_checkpoint_is_not_found(
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert main(["fetch", "layer20", "--checkpoint", str(EARLY_TOKENS)]) == 3
     line = _one_error_line(capfd.readouterr().err)
-    assert "not in the cache" in line and "HF_HUB_OFFLINE" in line
+    assert "not in the cache" in line and "forbids downloads" in line and "--cache-dir" in line
     assert main(["fetch", "--list"]) == 0
     captured = capfd.readouterr()
     listed = [line.split() for line in captured.out.strip().splitlines()[1:]]
@@ -224,6 +250,15 @@ def test_offline_fetch_of_an_uncached_checkpoint_is_not_found(
     assert all(cells[3] == "-" for cells in listed if cells[0] != "layer20")
     assert "cache only" in captured.err
     assert hub.requests == []
+
+
+def test_model_revision_pins_the_clip_model(hub_in_process: FetchedCache, hub: FakeHub, capfd) -> None:
+    """--model-revision resolves the model repo at that revision; an unknown one is not found (exit 3)."""
+    commit = hub.commit(MODEL_REPO)
+    assert main(["fetch", "layer20", "--model-revision", commit]) == 0
+    assert _fields(capfd.readouterr().out)["model_revision"] == commit
+    assert main(["fetch", "layer20", "--model-revision", "no-such-branch"]) == 3
+    assert "revision 'no-such-branch' not found in " + MODEL_REPO in _one_error_line(capfd.readouterr().err)
 
 
 def test_corrupt_checkpoint_is_removed_and_a_later_fetch_works(

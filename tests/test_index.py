@@ -162,7 +162,7 @@ def test_greyscale_images_are_indexed(sample_run: Indexed) -> None:
         assert found == [(N_TOKENS,)]
 
 
-def test_runs_row_records_the_run(sample_run: Indexed, checkpoint) -> None:
+def test_runs_row_records_the_run(sample_run: Indexed, checkpoint, offline: FetchedCache) -> None:
     """The runs table names the model, layer, SAE file and revision, k, tokens, preprocessing and versions."""
     (run,) = rows(
         sample_run.db,
@@ -184,6 +184,8 @@ def test_runs_row_records_the_run(sample_run: Indexed, checkpoint) -> None:
     assert list(run[15]) == pytest.approx([0.26862954, 0.26130258, 0.27577711])
     assert run[16:18] == ("preprocessor_config.json", "done")
     assert all(run[18:21])
+    model_dir = next(offline.cache_dir.rglob("open_clip_config.json")).parent
+    assert rows(sample_run.db, "SELECT model_revision FROM runs") == [(model_dir.name,)]  # the resolved commit
 
 
 def test_sample_run_says_what_it_used_and_ran_stats(sample_run: Indexed, checkpoint) -> None:

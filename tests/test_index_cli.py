@@ -259,3 +259,21 @@ def test_fetches_a_missing_sae_through_the_hub(hub_env: dict[str, str], folders,
     assert list(Path(hub_env["SAETUI_CACHE"]).rglob("open_clip_model.safetensors"))
     assert fetch_all(db, "SELECT count(*) FROM images") == [(2,)]
     assert done.stdout == ""
+
+
+def test_index_and_stats_work_from_the_cache_when_the_hub_is_down(
+    hub_in_process: FetchedCache, folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file cached and nothing listening at HF_ENDPOINT: index and stats run, saying the cache is used."""
+    from huggingface_hub import constants
+
+    closed = "http://127.0.0.1:9"
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
+    first, _ = folders
+    db = tmp_path / "down.duckdb"
+    code, stderr = run_cli("index", str(first), "--db", str(db), "--tokens", "cls", "--no-stats")
+    assert code == 0, stderr
+    assert f"cannot reach {closed}: using the cached files of layer20" in stderr
+    assert run_cli("stats", "--db", str(db))[0] == 0
+    assert fetch_all(db, "SELECT count(*) FROM logit_lens WHERE rank = 1") == [(512,)]

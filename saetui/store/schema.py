@@ -45,6 +45,7 @@ RUN_COLUMNS: dict[str, str] = {
     "source_items": "BIGINT",
     "model_id": "VARCHAR",
     "pretrained": "VARCHAR",
+    "model_revision": "VARCHAR",
     "layer": "INTEGER",
     "sae_name": "VARCHAR",
     "sae_repo": "VARCHAR",
