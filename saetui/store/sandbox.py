@@ -2,9 +2,10 @@
 
 `saetui query` and the browser's SQL console run SQL that someone typed. DuckDB's own settings keep it inside the
 database: `enable_external_access = false` stops every file read or write (COPY ... TO, read_csv, ATTACH, INSTALL),
-`allowed_paths` lets through exactly the result files saetui itself writes (-o FILE), and `lock_configuration`
-stops the SQL from switching either back. With file reads allowed (--allow-files), statements that write files
-or attach databases are still refused by their parsed type, so -o stays the one way to write results.
+and `allowed_paths` lets through exactly the result files saetui itself writes (-o FILE); DuckDB refuses to turn
+external access back on, or to change the allowed paths, while the database is open. With file reads allowed
+(--allow-files), statements that write files or attach databases are still refused by their parsed type, so -o
+stays the one way to write results.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ FILES_HINT = "write results with -o FILE; pass --allow-files to let the SQL read
 
 
 def confine(con: duckdb.DuckDBPyConnection, writable: Sequence[Path] = ()) -> None:
-    """Stop the connection's SQL from reading or writing any file except the given result paths, for good."""
+    """Stop the connection's SQL from reading or writing any file except the given result paths, for good.
+
+    The setting belongs to the open database, so every connection of this process to it is confined alike; a
+    database some other connection already confined stays as it is.
+    """
+    if con.execute("SELECT current_setting('enable_external_access')").fetchall()[0][0] is False:
+        return
     if writable:
         paths = ", ".join("'" + str(Path(p).absolute()).replace("'", "''") + "'" for p in writable)
         con.execute(f"SET allowed_paths = [{paths}]")
     con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
 
 
 def refuse_file_writes(con: duckdb.DuckDBPyConnection, sql: str) -> None:
