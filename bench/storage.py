@@ -5,7 +5,9 @@ fresh database, finishes the run (checkpoint), closes it and divides the file si
 go (per column, from DuckDB's segment layout), the write rate, and how long one image's activations take to read.
 The headline is the last line: `bytes_per_image: N`.
 
-    .venv/bin/python bench/storage.py [--images 2000] [--batch-size 256] [--thumbnail-px PX]
+    .venv/bin/python bench/storage.py [--images 2000] [--batch-size 32] [--commit-every 256] [--thumbnail-px PX]
+
+The defaults are `saetui index`'s own: forward batches of 32 images, committed 256 images at a time.
 
 Thumbnails are the index engine's own (saetui.pipeline.thumbnail_jpeg of the input crop) unless --thumbnail-px asks
 for a what-if size (optimised JPEG, quality 75).
@@ -26,6 +28,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import SAMPLE_DIR, write_synthetic  # noqa: E402
 
+from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES  # noqa: E402
 from saetui.store.connection import connect, wal_path  # noqa: E402
 
 
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print the headline last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--commit-every", type=int, default=COMMIT_IMAGES)
     parser.add_argument("--thumbnail-px", type=int, help="what-if thumbnail size (default: the engine's own)")
     parser.add_argument("--sample-dir", type=Path, default=SAMPLE_DIR)
     parser.add_argument("--db", type=Path, help="keep the database here instead of a temporary folder")
@@ -73,13 +77,21 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "storage.duckdb"
         seconds = write_synthetic(
-            db, args.images, batch_size=args.batch_size, thumbnail_px=args.thumbnail_px, sample_dir=args.sample_dir
+            db,
+            args.images,
+            batch_size=args.batch_size,
+            commit_images=args.commit_every,
+            thumbnail_px=args.thumbnail_px,
+            sample_dir=args.sample_dir,
         )
         file_bytes = db.stat().st_size + (wal_path(db).stat().st_size if wal_path(db).exists() else 0)
         con = connect(db)
         print(f"synthetic codes (bench/synthetic.py, not a real model): {args.images} images x 257 tokens x k=32")
         thumbnails = "the index engine's" if args.thumbnail_px is None else f"{args.thumbnail_px} px JPEG q75"
-        print(f"duckdb {duckdb.__version__}, batch size {args.batch_size}, thumbnails: {thumbnails}")
+        print(
+            f"duckdb {duckdb.__version__}, batch size {args.batch_size}, committed every {args.commit_every} images, "
+            f"thumbnails: {thumbnails}"
+        )
         print(f"write: {seconds:.1f} s ({args.images / seconds:.0f} images/s including checkpoints)")
         print("bytes per image by column (approximate):")
         for table in ("token_codes", "images", "batch_moments", "runs"):

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from saetui.index import BATCH_SIZE
 from saetui.preprocess import input_crop
-from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter
+from saetui.store.writer import COMMIT_IMAGES, BatchMoments, ImageRecord, IndexWriter
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 N_TOKENS = 257
@@ -222,13 +223,16 @@ def write_synthetic(
     db: Path,
     n_images: int,
     *,
-    batch_size: int = 256,
+    batch_size: int = BATCH_SIZE,
+    commit_images: int = COMMIT_IMAGES,
     seed: int = 0,
     thumbnail_px: int | None = None,
     sample_dir: Path = SAMPLE_DIR,
     progress: bool = True,
 ) -> float:
     """Index n_images synthetic images into db through IndexWriter (a fresh database) and return the seconds taken.
+
+    Batches of batch_size images (the forward batch) are committed commit_images at a time, as `saetui index` does.
 
     Thumbnails are the index engine's own (thumbnail_px None) or what-if px-sized ones.
     """
@@ -237,7 +241,12 @@ def write_synthetic(
     tokens = np.arange(N_TOKENS)
     start = time.perf_counter()
     with IndexWriter.open(
-        db, {**SETTINGS, "batch_size": batch_size}, source="synthetic:imagenet", source_items=n_images, overwrite=True
+        db,
+        {**SETTINGS, "batch_size": batch_size},
+        source="synthetic:imagenet",
+        source_items=n_images,
+        overwrite=True,
+        commit_images=commit_images,
     ) as writer:
         for first, count in _batches(n_images, batch_size):
             sse, total_ss = codes.errors(count)
@@ -269,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True, help="database to (over)write")
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--commit-every", type=int, default=COMMIT_IMAGES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thumbnail-px", type=int, help="what-if thumbnail size (default: the engine's own)")
     parser.add_argument("--sample-dir", type=Path, default=SAMPLE_DIR)
@@ -278,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         args.db,
         args.images,
         batch_size=args.batch_size,
+        commit_images=args.commit_every,
         seed=args.seed,
         thumbnail_px=args.thumbnail_px,
         sample_dir=args.sample_dir,

@@ -19,6 +19,7 @@ from saetui.commands.options import (
     Split,
     Workers,
 )
+from saetui.defaults import BATCH_SIZE
 
 HELP = """Evaluate an SAE on a labelled image set: what splicing it into CLIP does downstream, how well it
 reconstructs, and how its features line up with the hooked block's MLP neurons.
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         revision: Revision = None,
         model_revision: ModelRevision = None,
         batch_size: int = typer.Option(
-            32, "--batch-size", help="Images per forward pass, loss batch and standardisation."
+            BATCH_SIZE, "--batch-size", help="Images per forward pass, loss batch and standardisation."
         ),
         device: Device = "auto",
         precision: str = typer.Option(

@@ -19,6 +19,7 @@ from saetui.commands.options import (
     Split,
     Workers,
 )
+from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES
 from saetui.errors import UsageError
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def register(app: typer.Typer) -> None:
         db: Path | None = typer.Option(
             None, "--db", help="Database file (default: $SAETUI_DB, else ./saetui.duckdb).", show_default=False
         ),
-        batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass and per transaction."),
+        batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Images per forward pass."),
         device: Device = "auto",
         precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (model and SAE encoder)."),
         tokens: str = typer.Option(
@@ -108,6 +109,9 @@ def register(app: typer.Typer) -> None:
             None, "--limit", help="Index only the first N items of the source.", show_default=False
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the database first."),
+        commit_every: int = typer.Option(
+            COMMIT_IMAGES, "--commit-every", help="Images per write transaction (a kill loses at most these)."
+        ),
         split: Split = "train",
         image_column: ImageColumn = None,
         label_column: LabelColumn = None,
@@ -137,6 +141,7 @@ def register(app: typer.Typer) -> None:
             limit=limit,
             workers=workers or default_workers(),
             overwrite=overwrite,
+            commit_every=commit_every,
         )
         try:
             summary = index_images(opened, fetched, path, options)

@@ -2,10 +2,10 @@
 
 Three stages overlap so the model stays the bottleneck: a thread pool decodes and preprocesses images ahead
 of the model (saetui.pipeline), the main thread computes one batch at a time, and a writer thread stores
-finished batches while the next one computes. Each batch (its images, their codes and token errors, its
-moments and the skipped items among its source items) is one transaction, and batches are written in source
-order, so a database always holds a prefix of the run: a kill at any moment loses at most the batches in
-flight, and running the same command again continues after the last stored item.
+finished batches while the next one computes. Batches are written in source order and committed together,
+`commit_every` images per transaction (their images, codes, token errors, moments and skipped items), so a
+database always holds whole commits of the run: a kill at any moment loses at most the work since the last
+commit, and running the same command again continues with the items whose key no run has stored or skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES
 from saetui.hub import FetchedSae
 from saetui.pipeline import Batch, Codes, Encoder, batched, prepare, prepared_in_order, yield_to_model
 from saetui.preprocess import (
@@ -39,7 +40,6 @@ from saetui.sources import HfDatasetSource, ImageItem, ImageSource, ParquetSourc
 from saetui.sources import _split_of as split_of
 from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter, SkippedItem
 
-DEFAULT_BATCH_SIZE = 32
 WRITE_QUEUE_BATCHES = 2  # finished batches waiting for the writer thread
 
 
@@ -52,13 +52,14 @@ def default_workers() -> int:
 class IndexOptions:
     """How to run the engine: batch size, device, precision, stored tokens, limit, decode threads."""
 
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int = BATCH_SIZE
     device: str = "auto"
     precision: str = "fp32"
     tokens: str = "all"
     limit: int | None = None  # index only the first `limit` items of the source order
     workers: int = field(default_factory=default_workers)
     overwrite: bool = False  # delete the database first
+    commit_every: int = COMMIT_IMAGES  # images per write transaction (a kill loses at most these)
 
 
 @dataclass
@@ -361,7 +362,14 @@ def index_images(
     dtype = resolve_precision(options.precision)
     key = source_key(source)
     settings = run_settings(fetched, checkpoint.d_in, checkpoint.n_features, checkpoint.k, prep, options, str(device))
-    writer = IndexWriter.open(db, settings, source=key, source_items=len(source), overwrite=options.overwrite)
+    writer = IndexWriter.open(
+        db,
+        settings,
+        source=key,
+        source_items=len(source),
+        overwrite=options.overwrite,
+        commit_images=options.commit_every,
+    )
     try:
         plan = plan_resume(source, options.limit, writer.done_keys)
         summary = IndexSummary(

@@ -234,6 +234,11 @@ def test_moments_cover_every_token(sample_run: Indexed) -> None:
     """The batch moments add up to every stored token and to the sum of x computed from the codes' run."""
     tokens, sum_sq = rows(sample_run.db, "SELECT sum(tokens), sum(sum_sq) FROM batch_moments")[0]
     assert tokens == 300 * N_TOKENS
+    # Forward batches of 16 are committed 256 images at a time: one moments row per commit.
+    assert rows(sample_run.db, "SELECT first_image_id, last_image_id FROM batch_moments ORDER BY 1") == [
+        (0, 255),
+        (256, 299),
+    ]
     assert sum_sq > 0
 
 

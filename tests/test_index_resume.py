@@ -24,7 +24,7 @@ from harness.badimages import copy_imagenet_sample
 from harness.fakehub import FetchedCache
 from saetui.commands.main import main
 
-ARGS = ("--batch-size", "2", "--workers", "1", "--no-stats")
+ARGS = ("--batch-size", "2", "--commit-every", "2", "--workers", "1", "--no-stats")
 N_GOOD = 40
 # Tables compared between the resumed and the uninterrupted database (timestamps and run times left out).
 EXACT = {

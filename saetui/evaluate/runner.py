@@ -21,6 +21,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from saetui.defaults import BATCH_SIZE
 from saetui.errors import DataError, UsageError
 from saetui.evaluate.alignment import Alignment, neuron_alignment
 from saetui.evaluate.downstream import LABEL_SETS, Downstream, DownstreamResult, resolve_label_set
@@ -33,7 +34,6 @@ from saetui.progress import Progress
 from saetui.sources import ImageSource
 from saetui.stats.options import SINGLE_TEMPLATE
 
-DEFAULT_BATCH_SIZE = 32
 PROMPT = SINGLE_TEMPLATE  # "A photo of a {label}."
 
 
@@ -41,7 +41,7 @@ PROMPT = SINGLE_TEMPLATE  # "A photo of a {label}."
 class EvalOptions:
     """How to run an evaluation: batch size, device, precision, limit, decode threads and label set."""
 
-    batch_size: int = DEFAULT_BATCH_SIZE  # images per forward pass, per loss batch and per standardisation batch
+    batch_size: int = BATCH_SIZE  # images per forward pass, per loss batch and per standardisation batch
     device: str = "auto"
     precision: str = "fp32"  # fp32, or bf16 (the vision tower and SAE under torch.autocast)
     limit: int | None = None  # evaluate only the first `limit` items of the source

@@ -77,6 +77,7 @@ class IndexWriter:
         next_image_id: int,
         resumed: bool,
         done_keys: frozenset[str],
+        commit_images: int = 1,
     ) -> None:
         """Wrap an open read-write connection; use IndexWriter.open to get one."""
         self._con: duckdb.DuckDBPyConnection | None = con
@@ -90,6 +91,9 @@ class IndexWriter:
         self.images_written = 0
         self.skipped_written = 0
         self._rows_since_checkpoint = 0
+        self.commit_images = max(1, commit_images)  # images gathered into one write transaction
+        self._pending: list[tuple[dict[str, pa.Table], list[int], BatchMoments | None, int]] = []
+        self._pending_images = 0
 
     @classmethod
     def open(
@@ -100,6 +104,7 @@ class IndexWriter:
         source: str,
         source_items: int | None = None,
         overwrite: bool = False,
+        commit_images: int = 1,
     ) -> IndexWriter:
         """Open (creating if new) the database for a run over source, continuing the run with the same settings."""
         db = Path(path)
@@ -124,7 +129,7 @@ class IndexWriter:
         except BaseException:
             con.close()
             raise
-        return cls(con, db, layout, source, run_id, next_id, found is not None, done)
+        return cls(con, db, layout, source, run_id, next_id, found is not None, done, commit_images)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -144,39 +149,61 @@ class IndexWriter:
         moments: BatchMoments | None = None,
         skipped: Sequence[SkippedItem] = (),
     ) -> None:
-        """Store B images: tokens [T] stored per image, features/values [B, T, k], sse/total_ss [B, T], atomically."""
+        """Store B images: tokens [T] stored per image, features/values [B, T, k], sse/total_ss [B, T].
+
+        Batches are committed together once `commit_images` images are pending (one transaction each time, so a
+        kill keeps whole commits only); flush(), finish_run() and close() commit what is pending.
+        """
         tables = self._batch_tables(images, tokens, features, values, sse, total_ss, skipped)
+        image_ids = [record.image_id for record in images]
+        self._pending.append((tables, image_ids, moments, len(tokens)))
+        self._pending_images += len(images)
+        if self._pending_images >= self.commit_images:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the pending batches in one transaction and checkpoint when enough rows have accumulated."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_images = self._pending, [], 0
+        merged = {
+            name: pa.concat_tables([tables[name] for tables, _, _, _ in pending if name in tables])
+            for name in dict.fromkeys(name for tables, _, _, _ in pending for name in tables)
+        }
         con = self.con
-        for table, arrow in tables.items():
+        for table, arrow in merged.items():
             con.register(f"_saetui_batch_{table}", arrow)
         try:
-            self._insert(tables, [record.image_id for record in images], moments)
+            self._insert(merged, [(ids, moments) for _, ids, moments, _ in pending])
         finally:
-            for table in tables:
+            for table in merged:
                 con.unregister(f"_saetui_batch_{table}")
-        self.images_written += len(images)
-        self.skipped_written += len(skipped)
-        self._rows_since_checkpoint += len(images) * len(tokens)
+        for tables, ids, _, n_tokens in pending:
+            self.images_written += len(ids)
+            self.skipped_written += len(tables["skipped"]) if "skipped" in tables else 0
+            self._rows_since_checkpoint += len(ids) * n_tokens
         if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
             self.checkpoint()
 
-    def _insert(self, tables: Mapping[str, pa.Table], image_ids: list[int], moments: BatchMoments | None) -> None:
-        """Insert a batch's registered Arrow tables and its moments in one transaction."""
+    def _insert(self, tables: Mapping[str, pa.Table], batches: Sequence[tuple[list[int], BatchMoments | None]]) -> None:
+        """Insert the registered Arrow tables and each batch's moments in one transaction."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
             for table in tables:
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _saetui_batch_{table}")
-            if moments is not None and image_ids:
+            with_moments = [(ids, moments) for ids, moments in batches if moments is not None and ids]
+            if with_moments:  # one row per commit: the moments are sums, so the batches' rows add up
+                ids = [i for batch_ids, _ in with_moments for i in batch_ids]
                 con.execute(
                     "INSERT INTO batch_moments VALUES (?, ?, ?, ?, ?, ?)",
                     [
                         self.run_id,
-                        min(image_ids),
-                        max(image_ids),
-                        moments.tokens,
-                        moments.sum_sq,
-                        moments.sum_x.tolist(),
+                        min(ids),
+                        max(ids),
+                        sum(moments.tokens for _, moments in with_moments),
+                        sum(moments.sum_sq for _, moments in with_moments),
+                        np.sum([moments.sum_x for _, moments in with_moments], axis=0).tolist(),
                     ],
                 )
             con.execute("COMMIT")
@@ -204,15 +231,19 @@ class IndexWriter:
         self._rows_since_checkpoint = 0
 
     def finish_run(self) -> None:
-        """Mark the run done (its whole source was seen) and checkpoint."""
+        """Commit what is pending, mark the run done (its whole source was seen) and checkpoint."""
+        self.flush()
         runs.mark_done(self.con, self.run_id)
         self.checkpoint()
 
     def close(self) -> None:
-        """Close the connection; a run not finished stays 'running' and resumes next time."""
+        """Commit what is pending and close the connection; a run not finished stays 'running' and resumes."""
         if self._con is not None:
-            self._con.close()
-            self._con = None
+            try:
+                self.flush()
+            finally:
+                self._con.close()
+                self._con = None
 
     def __enter__(self) -> IndexWriter:
         """Use the writer as a context manager that closes it."""
