@@ -158,8 +158,8 @@ class BareCompute:
     def __init__(self, fetched, folder: Path, batch_size: int, device: str, precision: str) -> None:
         """Load the trunk and SAE like the engine and preprocess every image of folder (untimed)."""
         from saetui.checkpoint import load_checkpoint
+        from saetui.decoding import decode_rgb, read_bytes
         from saetui.device import resolve_device
-        from saetui.images import decode_rgb, read_bytes
         from saetui.model import VisionTrunk, resolve_precision
         from saetui.preprocess import load_preprocessing, preprocess_image
         from saetui.sae import TopKSae

@@ -10,8 +10,9 @@ weights for: the bench fills logit_lens with seeded rows of the real shape (10 l
 Measured through the notebook API (saetui.open: one read-only connection, as the browser keeps), over features
 drawn uniformly from the alive ones, after a short warm-up:
 - top images of a feature (32, with labels and paths);
-- a whole feature page: stats row, 32 top images, label shares, logit lens, 12 coactivating features,
-  12 similar-direction features (decoder-row cosine from the memory-mapped .npy) and the activation histogram;
+- a whole feature page, through the browser's own data layer (saetui.tui.data.BrowseData): stats row, 32 top
+  images, label shares, logit lens, 12 coactivating features, 12 similar-direction features (decoder-row cosine
+  from the memory-mapped .npy), the activation histogram, the 32 thumbnails and the 32 tiles' patch heatmaps;
 - the features list sorted by each column (first 200 rows) and the whole table loaded at once.
 Prints p50/p95 in ms, the stats time per 10,000 images and the database size; the headline is the last line.
 
@@ -35,8 +36,9 @@ from synthetic import write_synthetic  # noqa: E402
 
 import saetui  # noqa: E402
 from saetui.stats import SaeFiles, StatsOptions, compute_stats  # noqa: E402
-from saetui.stats.schema import FEATURE_COLUMNS  # noqa: E402
+from saetui.stats.columns import FEATURE_COLUMNS  # noqa: E402
 from saetui.store.connection import connect  # noqa: E402
+from saetui.tui.data import BrowseData  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 N_FEATURES = 65_536
@@ -126,15 +128,18 @@ def p95(samples: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def feature_page(db: saetui.Database, feature: int) -> None:
-    """Everything a feature page shows."""
-    db.feature(feature)
-    db.top_images(feature, PAGE_IMAGES)
-    db.label_shares(feature)
-    db.lens(feature)
-    db.coactivation(feature, PAGE_RELATED)
-    db.neighbours(feature, PAGE_RELATED)
-    db.histogram(feature)
+def top_ids(db: saetui.Database, feature: int) -> list[int]:
+    """The image ids of a feature's page tiles."""
+    return db.top_images(feature, PAGE_IMAGES)["image_id"].to_list()
+
+
+def feature_page(data: BrowseData, feature: int) -> None:
+    """Everything the browser's feature page queries: its text, the thumbnails and each tile's patch heatmap."""
+    page = data.feature_page(feature, PAGE_IMAGES, PAGE_RELATED)
+    ids = [top.image_id for top in page.top_images]
+    data.thumbnails(ids)
+    for image_id in ids:
+        data.patch_values(image_id, feature)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,16 +166,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     if summary.computed:
         fill_lens(db_path)
+    data = BrowseData(db_path)
     with saetui.open(db_path) as db:
         seconds = float(db.stats_info()["seconds"])
         alive = db.features(alive_only=True)["feature"].to_list()
         rng = random.Random(args.seed)
         sample = [rng.choice(alive) for _ in range(args.samples)]
-        cold_page = timed(lambda: feature_page(db, sample[0]))
+        cold_page = timed(lambda: feature_page(data, sample[0]))
         for feature in sample[:10]:
-            feature_page(db, feature)
+            feature_page(data, feature)
         top = [timed(lambda f=f: db.top_images(f, PAGE_IMAGES)) for f in sample]
-        page = [timed(lambda f=f: feature_page(db, f)) for f in sample]
+        page = [timed(lambda f=f: feature_page(data, f)) for f in sample]
         parts = {
             name: [timed(lambda f=f, c=call: c(f)) for f in sample[:100]]
             for name, call in (
@@ -180,6 +186,14 @@ def main(argv: list[str] | None = None) -> None:
                 ("coactivation", lambda f: db.coactivation(f, PAGE_RELATED)),
                 ("neighbours", lambda f: db.neighbours(f, PAGE_RELATED)),
                 ("histogram", db.histogram),
+                (
+                    "32 thumbnails",
+                    lambda f: data.thumbnails(top_ids(db, f)),
+                ),
+                (
+                    "32 patch heatmaps",
+                    lambda f: [data.patch_values(i, f) for i in top_ids(db, f)],
+                ),
             )
         }
         lists = {
@@ -194,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             "('features','feature_images','feature_histograms','coactivations','logit_lens','position_errors',"
             "'image_errors')"
         )["n"][0]
+    data.close()
     size = db_path.stat().st_size
     print(f"synthetic codes (bench/synthetic.py, not a real model): {n_images} images x 257 tokens x k=32")
     print(f"duckdb {duckdb.__version__}; logit_lens rows synthetic; decoder rows from a random real-shape checkpoint")

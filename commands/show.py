@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print a feature card."""
         from saetui.api import Database
-        from saetui.stats.card import feature_card, render_card
+        from saetui.card import feature_card, render_card
 
         with Database(db) as database:
             card = feature_card(database, feature, n_images=top, n_related=related, level=level, exact=exact)

@@ -34,7 +34,7 @@ def is_wnid(name: str) -> bool:
 @functools.cache
 def _wnids() -> tuple[str, ...]:
     """The wnids read once from the package data file."""
-    text = resources.files("saetui").joinpath("data", "imagenet_wnids.txt").read_text(encoding="ascii")
+    text = resources.files("saetui").joinpath("resources", "imagenet_wnids.txt").read_text(encoding="ascii")
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from saetui.decoding import SkippedImage, content_hash, decode_rgb
 from saetui.device import to_device, to_host
-from saetui.images import SkippedImage, content_hash, decode_rgb
 from saetui.model import VisionTrunk
 from saetui.preprocess import Preprocessing, input_crop, to_pixels
 from saetui.sae import TopKSae, reconstruction_error

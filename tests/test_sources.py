@@ -17,8 +17,8 @@ from PIL import Image
 
 from harness.badimages import GOOD_COLOUR, IGNORED_FILES, SAMPLE, copy_imagenet_sample, make_bad_input_folder
 from saetui import imagenet
+from saetui.decoding import SkippedImage, decode_rgb
 from saetui.errors import DataError, NotFoundError, UsageError
-from saetui.images import SkippedImage, decode_rgb
 from saetui.sources import FolderSource, ImageItem, ListFileSource, ParquetSource, open_source
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from harness.browse_db import BrowseDb, build_wide_features_db, shared_browse_db
 from saetui.errors import DataError, NotFoundError, UsageError
-from saetui.tui import images
+from saetui.tui import rendering
 from saetui.tui.charts import bar, number, percent
 from saetui.tui.data import BrowseData, FeatureRows
 from saetui.tui.navigation import History, Location
@@ -132,7 +132,7 @@ def test_thumbnails_are_the_stored_jpegs(data: BrowseData) -> None:
     """Thumbnails decode to square RGB pictures."""
     thumbs = data.thumbnails([0, 1, 2])
     assert sorted(thumbs) == [0, 1, 2]
-    picture = images.decode(thumbs[0])
+    picture = rendering.decode(thumbs[0])
     assert picture.mode == "RGB" and picture.width == picture.height == 96
 
 
@@ -243,7 +243,7 @@ def test_overlay_brightens_active_patches_and_dims_the_rest() -> None:
     base = Image.new("RGB", (96, 96), (120, 120, 120))
     values = np.zeros(257, dtype=np.float32)
     values[1] = 4.0  # top-left patch
-    out = np.asarray(images.overlay(base, values, vmax=4.0), dtype=np.float64)
+    out = np.asarray(rendering.overlay(base, values, vmax=4.0), dtype=np.float64)
     assert out[:4, :4].mean() > out[-10:, -10:].mean() + 30
     assert out[-10:, -10:].mean() < 120
 
@@ -252,13 +252,13 @@ def test_render_sizes_and_missing_thumbnail() -> None:
     """render() returns exactly the requested pixels; no thumbnail gives the placeholder tile."""
     buffer = __import__("io").BytesIO()
     Image.new("RGB", (120, 80), (200, 10, 10)).save(buffer, "JPEG")
-    assert images.render(buffer.getvalue(), (20, 20)).size == (20, 20)  # centre-cropped to a square
-    assert images.render(None, (30, 30)).size == (30, 30)
+    assert rendering.render(buffer.getvalue(), (20, 20)).size == (20, 20)  # centre-cropped to a square
+    assert rendering.render(None, (30, 30)).size == (30, 30)
 
 
 def test_image_cache_is_an_lru() -> None:
     """The cache keeps the most recently used entries and builds each key once."""
-    cache = images.ImageCache(maxsize=2)
+    cache = rendering.ImageCache(maxsize=2)
     made: list[int] = []
 
     def maker(i: int):  # noqa: ANN202 - a tiny factory
@@ -275,12 +275,12 @@ def test_image_cache_is_an_lru() -> None:
 
 def test_renderer_choice() -> None:
     """none needs no textual-image; an unknown mode is a usage error; pixel sizes follow the method."""
-    none = images.load_renderer("none")
+    none = rendering.load_renderer("none")
     assert none.widget is None and none.pixels(20, 10) == (20, 10)
     with pytest.raises(UsageError):
-        images.load_renderer("ascii-art")
-    assert images.Renderer("halfcell", None).pixels(20, 10) == (20, 20)
-    assert images.Renderer("sixel", None, 8, 16).pixels(20, 10) == (160, 160)
+        rendering.load_renderer("ascii-art")
+    assert rendering.Renderer("halfcell", None).pixels(20, 10) == (20, 20)
+    assert rendering.Renderer("sixel", None, 8, 16).pixels(20, 10) == (160, 160)
 
 
 def test_chart_formats() -> None:
@@ -307,5 +307,5 @@ def test_thumbnails_fall_back_to_the_original_file(tmp_path: Path, db: BrowseDb)
     finally:
         browse.close()
     assert sorted(found) == [0, 2]  # image 1's file lives on another machine
-    assert images.decode(found[0]).size == (200, 200)
-    assert np.asarray(images.render(b"not an image", (8, 8))).shape == (8, 8, 3)
+    assert rendering.decode(found[0]).size == (200, 200)
+    assert np.asarray(rendering.render(b"not an image", (8, 8))).shape == (8, 8, 3)

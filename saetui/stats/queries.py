@@ -17,9 +17,9 @@ import polars as pl
 
 from saetui.errors import NotFoundError, UsageError
 from saetui.stats.coactivation import exact_counts
+from saetui.stats.columns import FEATURE_COLUMNS
 from saetui.stats.directions import load_rows
 from saetui.stats.directions import neighbours as nearest_rows
-from saetui.stats.schema import FEATURE_COLUMNS
 
 STATS_HINT = "run `saetui stats` on the database first"
 LEVELS = ("token", "image")

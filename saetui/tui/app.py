@@ -12,9 +12,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from saetui.tui.data import BrowseData
-from saetui.tui.images import ImageCache, Renderer
 from saetui.tui.messages import OpenFeature, OpenImage
 from saetui.tui.navigation import History, Location
+from saetui.tui.rendering import ImageCache, Renderer
 from saetui.tui.screens.features import FeaturesScreen
 from saetui.tui.screens.help import HelpScreen
 

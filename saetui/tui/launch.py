@@ -7,8 +7,8 @@ from pathlib import Path
 
 from saetui.tui.app import SaeTuiApp
 from saetui.tui.data import BrowseData
-from saetui.tui.images import load_renderer
 from saetui.tui.navigation import Location
+from saetui.tui.rendering import load_renderer
 
 IMAGES_ENV = "SAETUI_IMAGES"
 

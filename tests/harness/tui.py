@@ -11,8 +11,8 @@ from textual.worker import WorkerCancelled
 
 from saetui.tui.app import SaeTuiApp
 from saetui.tui.data import BrowseData
-from saetui.tui.images import Renderer, load_renderer
 from saetui.tui.navigation import Location
+from saetui.tui.rendering import Renderer, load_renderer
 
 CELL = (10, 20)  # textual-image cell size in pixels, seeded so nothing queries the terminal
 

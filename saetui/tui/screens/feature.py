@@ -17,7 +17,7 @@ from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from saetui.errors import SaetuiError
-from saetui.tui import images
+from saetui.tui import rendering
 from saetui.tui.charts import bar_rows, column_chart, number, percent
 from saetui.tui.data import FeaturePage, TopImage
 from saetui.tui.heat import HEAT, grid_text, normalise, token_grid
@@ -249,9 +249,9 @@ class FeatureScreen(PageScreen):
                 continue
             key = (top.image_id, feature if heatmap else None, size)
 
-            def make(top: TopImage = top) -> images.Image.Image:
+            def make(top: TopImage = top) -> rendering.Image.Image:
                 values = data.patch_values(top.image_id, feature) if heatmap else None
-                return images.render(thumbs.get(top.image_id), size, values, vmax)
+                return rendering.render(thumbs.get(top.image_id), size, values, vmax)
 
             self.post_message(ThumbnailReady(request, index, self.browser.image_cache.get(key, make)))
 

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList, Static
 
 from saetui.errors import SaetuiError
-from saetui.tui import images
+from saetui.tui import rendering
 from saetui.tui.data import ImagePage, Neighbour
 from saetui.tui.heat import HEAT, VIRIDIS, grid_text, legend, normalise, swatch, token_grid
 from saetui.tui.messages import ImageLoaded, ImagePixelsReady, LoadFailed
@@ -185,11 +185,11 @@ class ImageScreen(PageScreen):
             size = renderer.pixels(*self.image_cells())
             key = (image_id, feature if overlay else None, size)
 
-            def make() -> images.Image.Image:
+            def make() -> rendering.Image.Image:
                 thumb = data.thumbnail(image_id)
                 if overlay and values is not None:
-                    return images.render(thumb, size, values, float(values.max()))
-                return images.render(thumb, size)
+                    return rendering.render(thumb, size, values, float(values.max()))
+                return rendering.render(thumb, size)
 
             pixels = self.browser.image_cache.get(key, make)
         self.post_message(ImagePixelsReady(image_id, feature, pixels, heat))

@@ -25,8 +25,8 @@ from harness.badimages import (
     palette_transparent_image,
     rgba_image,
 )
-from saetui import images
-from saetui.images import SkippedImage, content_hash, decode_rgb, read_bytes, scale_16_to_8, to_rgb
+from saetui import decoding
+from saetui.decoding import SkippedImage, content_hash, decode_rgb, read_bytes, scale_16_to_8, to_rgb
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +187,10 @@ def test_decompression_bomb_is_refused_from_the_header() -> None:
 
 def test_pixel_limit_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     data = encoded(Image.new("RGB", (100, 100)), "PNG")
-    monkeypatch.setattr(images, "MAX_PIXELS", 9_999)
+    monkeypatch.setattr(decoding, "MAX_PIXELS", 9_999)
     with pytest.raises(SkippedImage, match=r"decompression bomb: 100x100 pixels \(limit 9,999\)"):
         decode_rgb(data)
-    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(decoding, "MAX_PIXELS", 10_000)
     assert decode_rgb(data).size == (100, 100)
 
 
@@ -267,7 +267,7 @@ def test_read_bytes_reasons(tmp_path: Path) -> None:
 def test_oversized_file_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "big.jpg"
     path.write_bytes(GOOD_COLOUR.read_bytes())
-    monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(decoding, "MAX_FILE_BYTES", 1000)
     with pytest.raises(SkippedImage, match="file too large"):
         read_bytes(path)
 

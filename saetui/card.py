@@ -1,4 +1,4 @@
-"""A feature card for `saetui show`: everything a feature page shows, as a dict (JSON) or as plain text."""
+"""A feature card (what `saetui show` prints): built on the notebook API, the layer above saetui.stats."""
 
 from __future__ import annotations
 
