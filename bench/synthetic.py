@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from saetui.index import BATCH_SIZE
+from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES
 from saetui.preprocess import input_crop
-from saetui.store.writer import COMMIT_IMAGES, BatchMoments, ImageRecord, IndexWriter
+from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 N_TOKENS = 257
