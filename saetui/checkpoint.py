@@ -12,12 +12,14 @@ from typing import Any
 import torch
 
 from saetui.errors import DataError, NotFoundError
+from saetui.paths import file_identity
 
 _HINT = "delete the file and fetch it again"
 # Lines of torch's weights_only error text that carry no detail.
 _BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
 # weights_only unpickler errors that mean damaged bytes rather than a refused object.
 _CORRUPT_PICKLE = ("Unsupported operand", "String is too long", "Object created by NEWOBJ")
+_LAST_LOADED: list = []  # [file identity, SaeCheckpoint] of the last checkpoint loaded in this process
 
 
 @dataclass
@@ -99,8 +101,23 @@ def _optional_int(data: dict, key: str, path: Path) -> int | None:
 
 
 def load_checkpoint(path: Path) -> SaeCheckpoint:
-    """Load a CLIP-Scope .pt file and check its keys, shapes and k; every failure is a one-line DataError."""
+    """Load a CLIP-Scope .pt file and check its keys, shapes and k; every failure is a one-line DataError.
+
+    The last checkpoint loaded stays in memory, keyed by the file's identity (resolved path, size, mtime), so the
+    steps of one command (fetch's validation, index, stats) read a 537 MB file once; a changed file is read anew.
+    Callers treat the tensors as read-only.
+    """
     path = Path(path)
+    key = file_identity(path) if path.is_file() else None
+    if key is not None and _LAST_LOADED and _LAST_LOADED[0] == key:
+        return _LAST_LOADED[1]
+    checkpoint = _load(path)
+    _LAST_LOADED[:] = [key, checkpoint] if key is not None else []
+    return checkpoint
+
+
+def _load(path: Path) -> SaeCheckpoint:
+    """Read and validate one checkpoint file."""
     data = _read(path)
     if not isinstance(data, dict) or "model_state_dict" not in data:
         what = "a dict without 'model_state_dict'" if isinstance(data, dict) else type(data).__name__

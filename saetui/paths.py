@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -25,3 +26,10 @@ def default_db() -> Path:
     """The database used when --db is not given: $SAETUI_DB, else ./saetui.duckdb."""
     env = os.environ.get("SAETUI_DB")
     return Path(env).expanduser() if env else Path(DEFAULT_DB)
+
+
+def file_identity(path: Path) -> str:
+    """A short key for a local file: its resolved path (a content hash in a hub cache), size and mtime."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return hashlib.sha256(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.badimages import SAMPLE, make_bad_input_folder
+from harness.badimages import SAMPLE, copy_imagenet_sample, make_bad_input_folder
 from harness.fakehub import FetchedCache
 from harness.reference import dense_reference_encode, hf_hidden_states, open_clip_to_hf
 from harness.tiny import tiny_open_clip_config, tiny_state_dict
@@ -319,3 +319,30 @@ def test_token_sets_store_the_chosen_positions(offline: FetchedCache, sample_run
         )
         assert [r[:3] for r in subset] == [r[:3] for r in full]
         assert np.allclose([r[3] for r in subset], [r[3] for r in full], atol=1e-5)
+
+
+def test_index_reads_the_checkpoint_once(
+    offline: FetchedCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch's validation, the index run and the statistics after it share one load of the checkpoint file."""
+    import torch
+
+    from saetui import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "_LAST_LOADED", [])
+    loads: list[str] = []
+    original = torch.load
+
+    def counting_load(path, *args, **kwargs):  # noqa: ANN001, ANN202 - torch.load's own signature
+        """torch.load that records which checkpoint files it reads."""
+        if str(path).endswith(".pt"):
+            loads.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    source = tmp_path / "two"
+    copy_imagenet_sample(source, wnids=2, split=None)
+    code, stderr = run_cli("index", str(source), "--db", str(tmp_path / "once.duckdb"), "--tokens", "cls")
+    assert code == 0, stderr
+    assert "statistics computed" in stderr
+    assert len(loads) == 1, loads

@@ -95,11 +95,10 @@ def evaluate(
     from saetui.device import resolve_device, to_device
     from saetui.imagenet import class_names
     from saetui.model import load_clip, resolve_precision
-    from saetui.paths import cache_dir
+    from saetui.paths import cache_dir, file_identity
     from saetui.preprocess import load_preprocessing
     from saetui.sae import TopKSae, standardise_batch
     from saetui.stats.lens import logit_scale, text_embeddings
-    from saetui.stats.run_info import file_identity
 
     options = options or EvalOptions()
     log = log if log is not None else sys.stderr

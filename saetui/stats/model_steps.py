@@ -10,8 +10,9 @@ import duckdb
 import numpy as np
 
 from saetui.errors import DataError
+from saetui.paths import file_identity
 from saetui.stats.options import StatsOptions
-from saetui.stats.run_info import RunInfo, SaeFiles, file_identity
+from saetui.stats.run_info import RunInfo, SaeFiles
 from saetui.stats.temp import register_columns
 
 Progress = Callable[[str, int, int], None]

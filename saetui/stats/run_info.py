@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import duckdb
 
 from saetui.errors import DataError, NotFoundError
-from saetui.paths import cache_dir, hub_cache
+from saetui.paths import cache_dir, file_identity, hub_cache
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,6 @@ class SaeFiles:
         """What the derived tables depend on in these files: the checkpoint's identity and the model folder."""
         model = None if self.model_dir is None else str(Path(self.model_dir).resolve())
         return [file_identity(self.checkpoint_path), str(model)]
-
-
-def file_identity(path: Path) -> str:
-    """A short key for a local file: its resolved path (a content hash in a hub cache), size and mtime."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return hashlib.sha256(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
 def _first(row: dict[str, Any], *names: str) -> Any:
