@@ -121,10 +121,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Index images into a database."""
         _check(batch_size, limit, workers, tokens)
+        from saetui.paths import default_db
+        from saetui.store.connection import refuse_folder
+
+        path = refuse_folder(db or default_db())
         from saetui.hub import fetch
         from saetui.index import IndexInterrupted, IndexOptions, default_workers, index_images
         from saetui.model import resolve_precision
-        from saetui.paths import default_db
         from saetui.registry import get_spec
         from saetui.sources import open_source
 
@@ -132,7 +135,6 @@ def register(app: typer.Typer) -> None:
         spec = get_spec(sae)
         opened = open_source(source, split=split, image_column=image_column, label_column=label_column)
         fetched = fetch(spec, checkpoint=checkpoint, revision=revision, cache=cache, model_revision=model_revision)
-        path = db or default_db()
         options = IndexOptions(
             batch_size=batch_size,
             device=device,

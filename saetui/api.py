@@ -26,9 +26,10 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from saetui.errors import DatabaseLockedError, DataError, NotFoundError
+from saetui.errors import DataError
 from saetui.paths import default_db
 from saetui.stats import queries
+from saetui.store.connection import connect
 
 __all__ = ["Database", "open", "search_text"]
 
@@ -43,17 +44,8 @@ def search_text(
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection; a missing file or a writer's lock becomes a one-line error."""
-    if not path.is_file():
-        raise NotFoundError(f"database {path} does not exist", "index images first with `saetui index`")
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.IOException as error:
-        if "lock" in str(error).lower():
-            raise DatabaseLockedError(
-                f"database {path} is being written by another process", "wait for it to finish and retry"
-            ) from None
-        raise DataError(f"cannot open {path}: {error}", "check that it is a saetui database") from None
+    """A read-only connection (saetui.store.connection's rules: missing file, folder, lock -> one-line errors)."""
+    con = connect(path, read_only=True)
     con.execute("SET enable_progress_bar = false")
     return con
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from saetui.commands.main import COMMAND_MODULES, main
 
@@ -37,3 +40,30 @@ def test_version(capsys) -> None:
     """--version prints the package version."""
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("saetui ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "select 1", "--db", "{dir}"],
+        ["stats", "--db", "{dir}"],
+        ["show", "0", "--db", "{dir}"],
+        ["browse", "--db", "{dir}"],
+        ["index", "{dir}", "--db", "{dir}"],
+        ["compare", "{dir}", "{dir}"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_folder_as_database_is_one_usage_error_everywhere(args: list[str], tmp_path: Path, capsys) -> None:
+    """Every command that takes a database says the same line, with exit 2, when the path is a folder."""
+    from saetui.commands.main import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    code = main([arg.format(dir=folder) for arg in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert (
+        err[-1]
+        == f"saetui: error: database {folder} is a folder, not a file (pass a file path, e.g. {folder}/saetui.duckdb)"
+    )

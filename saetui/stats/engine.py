@@ -30,7 +30,7 @@ from saetui.stats.run_info import RunInfo, SaeFiles, cached_sae_files, read_run
 from saetui.stats.scan import scan_codes
 from saetui.stats.tables import write_tables
 from saetui.stats.tokens import image_chunks
-from saetui.store.connection import connect
+from saetui.store.connection import connect, refuse_folder
 
 Progress = Callable[[str, int, int], None]
 FINGERPRINT_EXCLUDES = ("chunk_images",)
@@ -88,7 +88,7 @@ def _stored_fingerprint(con: duckdb.DuckDBPyConnection) -> str | None:
 @contextmanager
 def open_for_writing(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to an existing database (a lock held elsewhere is a DatabaseLockedError)."""
-    path = Path(db_path)
+    path = refuse_folder(db_path)
     if not path.is_file():
         raise NotFoundError(f"database {path} does not exist", "index images first: saetui index SOURCE --db PATH")
     con = connect(path, read_only=False)

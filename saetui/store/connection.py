@@ -8,7 +8,8 @@ from pathlib import Path
 
 import duckdb
 
-from saetui.errors import DatabaseLockedError, DataError, NotFoundError
+from saetui.errors import DatabaseLockedError, DataError, NotFoundError, UsageError
+from saetui.paths import DEFAULT_DB
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 
@@ -18,9 +19,17 @@ def wal_path(path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(path)}.wal")
 
 
+def refuse_folder(path: str | os.PathLike[str]) -> Path:
+    """The database path, or a UsageError when it names a folder (the same line and exit code in every command)."""
+    db = Path(path)
+    if db.is_dir():
+        raise UsageError(f"database {db} is a folder, not a file", f"pass a file path, e.g. {db / DEFAULT_DB}")
+    return db
+
+
 def connect(path: str | os.PathLike[str], read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """Open the database at path; read-only by default, and a missing file is an error only in read-only mode."""
-    db = Path(path)
+    db = refuse_folder(path)
     if read_only and not db.exists():
         raise NotFoundError(f"database {db} does not exist", "index images first: saetui index SOURCE --db PATH")
     if not read_only and not db.parent.exists():
@@ -37,7 +46,7 @@ def connect(path: str | os.PathLike[str], read_only: bool = True) -> duckdb.Duck
 
 def remove_database(path: str | os.PathLike[str]) -> None:
     """Delete a database file and its write-ahead log (what --overwrite does), unless another process has it open."""
-    db = Path(path)
+    db = refuse_folder(path)
     if db.exists():
         _refuse_if_locked(db)
     for file in (db, wal_path(db)):
