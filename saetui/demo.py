@@ -32,18 +32,18 @@ from PIL import Image, ImageDraw
 
 from saetui.hub import FetchedSae
 from saetui.paths import cache_dir, hub_cache
-from saetui.registry import SaeSpec
+from saetui.registry import DEMO_SPEC, SaeSpec
 
-MODEL_REPO = "saetui-demo/tiny-clip-random-weights"
-SAE_REPO = "saetui-demo/tiny-clip-scope-random-weights"
-LAYER = 20
-WIDTH = 32
+MODEL_REPO = DEMO_SPEC.model_repo
+SAE_REPO = DEMO_SPEC.repo_id
+LAYER = DEMO_SPEC.layer
+WIDTH = DEMO_SPEC.d_in
 BLOCKS = 24
 EMBED_DIM = 16
-N_FEATURES = 2048
-K = 16
-TOKEN_COUNT = 1_000_000  # the checkpoint's name: <tokens>.pt as in CLIP-Scope
-SAE_FILE = f"{LAYER}_resid/{TOKEN_COUNT}.pt"
+N_FEATURES = DEMO_SPEC.n_features
+K = DEMO_SPEC.k
+SAE_FILE = DEMO_SPEC.file  # <layer>_resid/<tokens>.pt as in CLIP-Scope
+TOKEN_COUNT = int(SAE_FILE.rsplit("/", 1)[1].removesuffix(".pt"))
 DB_NAME = "demo-random-weights.duckdb"
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -78,18 +78,8 @@ class DemoWorkspace:
 
 
 def demo_spec() -> SaeSpec:
-    """The registry entry of the demo SAE (a single-file repo in the demo's own cache)."""
-    return SaeSpec(
-        name="demo-random-weights",
-        repo_id=SAE_REPO,
-        file=SAE_FILE,
-        model=f"hf-hub:{MODEL_REPO}",
-        layer=LAYER,
-        d_in=WIDTH,
-        n_features=N_FEATURES,
-        k=K,
-        source="saetui demo",
-    )
+    """The registry entry of the demo SAE (a single-file repo that `saetui demo` publishes into the cache)."""
+    return DEMO_SPEC
 
 
 def open_clip_config() -> dict[str, object]:
@@ -303,17 +293,22 @@ def _say(log: TextIO, message: str) -> None:
 
 
 def build_demo(
-    root: str | Path, per_class: int = 12, rebuild: bool = False, log: TextIO | None = None
+    root: str | Path | None = None,
+    per_class: int = 12,
+    rebuild: bool = False,
+    log: TextIO | None = None,
+    cache: str | Path | None = None,
 ) -> DemoWorkspace:
-    """Make (or reuse) the demo workspace in root: cache with the published model and SAE, images, database."""
+    """Make (or reuse) the demo workspace: the model and SAE published into the saetui cache (so the SAE is
+    usable by name), drawn images and a database in root (default: <cache>/demo)."""
     from saetui.index import IndexOptions, index_images
     from saetui.sources import FolderSource
     from saetui.stats import SaeFiles, StatsOptions, compute_stats
     from saetui.store.connection import remove_database
 
     log = log if log is not None else sys.stderr
-    root = Path(root).expanduser().absolute()
-    cache = cache_dir(root / "cache")
+    cache = cache_dir(cache).absolute()
+    root = (Path(root).expanduser() if root is not None else cache / "demo").absolute()
     hub_dir = hub_cache(cache)
     images = root / "images"
     db = root / DB_NAME

@@ -97,19 +97,39 @@ def _not_cached_hint() -> str:
     return COPY_CACHE_HINT
 
 
-def with_cache_fallback(action: Callable[[], T], what: str, hub_dir: Path) -> T:
-    """Run a hub action; when the hub cannot be reached, run it again on the cache alone and say so."""
+@contextmanager
+def _cache_only() -> Iterator[None]:
+    """Read the cache alone inside the block."""
+    token = _CACHE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHE_ONLY.reset(token)
+
+
+def with_cache_fallback(action: Callable[[], T], what: str, hub_dir: Path, spec: SaeSpec | None = None) -> T:
+    """Run a hub action; when the hub cannot be reached, run it again on the cache alone and say so.
+
+    An SAE that a saetui command publishes (the demo's) is read from the cache alone, with a hint to run it.
+    """
+    if spec is not None and spec.published_by is not None:
+        with _cache_only():
+            try:
+                return action()
+            except NotFoundError:
+                raise NotFoundError(
+                    f"{spec.name} is made by `{spec.published_by}`, and it is not in {hub_dir}",
+                    f"run `{spec.published_by}` first (with the same --cache-dir)",
+                ) from None
     try:
         return action()
     except HubUnreachable as error:
         _warn_once(f"{error.message}: using the cached {what} in {hub_dir}")
-        token = _CACHE_ONLY.set(True)
-        try:
-            return action()
-        except NotFoundError as missing:
-            raise NetworkError(f"{error.message}, and {missing.message}", COPY_CACHE_HINT) from None
-        finally:
-            _CACHE_ONLY.reset(token)
+        with _cache_only():
+            try:
+                return action()
+            except NotFoundError as missing:
+                raise NetworkError(f"{error.message}, and {missing.message}", COPY_CACHE_HINT) from None
 
 
 _WARNED: set[str] = set()
@@ -297,7 +317,7 @@ def list_checkpoints(
     """The checkpoints the hub has for an SAE; offline or with the hub unreachable, the ones in the cache."""
     hub_dir = hub_cache(cache_dir(cache))
     revision = revision or spec.revision
-    return with_cache_fallback(lambda: _hub_checkpoints(spec, revision, hub_dir), "checkpoint list", hub_dir)
+    return with_cache_fallback(lambda: _hub_checkpoints(spec, revision, hub_dir), "checkpoint list", hub_dir, spec)
 
 
 def _choose_checkpoint(spec: SaeSpec, tokens: int | None, revision: str, hub_dir: Path) -> str:
@@ -430,7 +450,7 @@ def fetch(
         return file, checkpoint_path, _fetch_model(api, spec, model_revision, hub_dir)
 
     file, checkpoint_path, (config, weights, preprocessor, model_commit) = with_cache_fallback(
-        download, f"files of {spec.name}", hub_dir
+        download, f"files of {spec.name}", hub_dir, spec
     )
     token_count = _validate(spec, checkpoint_path, file, config.parent, config)
     return FetchedSae(

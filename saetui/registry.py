@@ -40,6 +40,7 @@ class SaeSpec:
     k: int = 32
     revision: str = "main"
     model_revision: str = "main"  # branch, tag or commit of the model repo
+    published_by: str | None = None  # a command that puts the files into the cache (no hub has them)
     source: str = BUILT_IN  # "built-in" or the config file the entry came from
 
     @property
@@ -156,9 +157,25 @@ def user_specs(path: Path | None = None) -> list[SaeSpec]:
     return [_user_spec(path, name, table, builtin_names) for name, table in tables.items()]
 
 
+# The demo's tiny RANDOM-weight SAE and CLIP model: `saetui demo` publishes them into the cache, after which
+# `saetui index PHOTOS --sae demo-random-weights` works like any other SAE (offline, from the cache).
+DEMO_SPEC = SaeSpec(
+    name="demo-random-weights",
+    repo_id="saetui-demo/tiny-clip-scope-random-weights",
+    file="20_resid/1000000.pt",
+    model="hf-hub:saetui-demo/tiny-clip-random-weights",
+    layer=20,
+    d_in=32,
+    n_features=2048,
+    k=16,
+    source="saetui demo",
+    published_by="saetui demo",
+)
+
+
 def all_specs() -> list[SaeSpec]:
-    """Every known SAE: the built-ins first, then the user's entries in file order."""
-    return [*BUILTIN_SPECS, *user_specs()]
+    """Every known SAE: the built-ins first, then the demo's, then the user's entries in file order."""
+    return [*BUILTIN_SPECS, DEMO_SPEC, *user_specs()]
 
 
 def get_spec(name: str) -> SaeSpec:

@@ -114,6 +114,7 @@ def test_list_shows_every_layer_with_sizes_and_cached_marks(hub_in_process: Fetc
     out = capfd.readouterr().out.strip().splitlines()
     assert out[0].split() == ["name", "layer", "repo", "checkpoint", "size", "cached"]
     rows = {(cells[0], cells[3]): cells for cells in (line.split() for line in out[1:])}
+    assert rows.pop(("demo-random-weights", "-"))[4] == "-"  # listed, not yet published by `saetui demo`
     assert len(rows) == 2 * len(SCOPE_LAYERS)
     for layer in SCOPE_LAYERS:
         for tokens in (EARLY_TOKENS, FINAL_TOKENS):

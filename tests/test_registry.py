@@ -22,8 +22,10 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_builtins_are_the_eight_clip_scope_saes(config: Path) -> None:
-    """layer2..layer22 on lewington/CLIP-ViT-L-scope: <L>_resid folders, the laion ViT-L/14, release sizes."""
-    assert [spec.name for spec in all_specs()] == [f"layer{layer}" for layer in LAYERS]
+    """layer2..layer22 on lewington/CLIP-ViT-L-scope: <L>_resid folders, the laion ViT-L/14, release sizes; then
+    the demo's SAE, which `saetui demo` publishes into the cache."""
+    assert [spec.name for spec in all_specs()] == [*(f"layer{layer}" for layer in LAYERS), "demo-random-weights"]
+    assert all_specs()[-1].published_by == "saetui demo"
     for spec, layer in zip(BUILTIN_SPECS, LAYERS, strict=True):
         assert spec.repo_id == "lewington/CLIP-ViT-L-scope"
         assert spec.folder == f"{layer}_resid" and spec.file is None

@@ -25,8 +25,11 @@ PER_CLASS = 2
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> DemoWorkspace:
-    """A demo workspace with two images per class."""
-    return build_demo(tmp_path_factory.mktemp("demo") / "ws", per_class=PER_CLASS)
+    """A demo workspace with two images per class, in its default place inside the cache."""
+    cache = tmp_path_factory.mktemp("demo") / "cache"
+    built = build_demo(per_class=PER_CLASS, cache=cache)
+    assert built.root == cache / "demo" and built.cache == cache
+    return built
 
 
 def _sql(db: Path, query: str) -> list[tuple]:
@@ -71,7 +74,7 @@ print(json.dumps([path, str(fetched.checkpoint_path), str(fetched.model_dir)]))
 
 def test_a_second_build_reuses_the_workspace(workspace: DemoWorkspace) -> None:
     """Without --rebuild the existing database is kept."""
-    again = build_demo(workspace.root, per_class=PER_CLASS)
+    again = build_demo(workspace.root, per_class=PER_CLASS, cache=workspace.cache)
     assert not again.built and again.db == workspace.db
 
 
@@ -79,10 +82,36 @@ def test_demo_command_prints_the_database_and_says_the_weights_are_random(
     workspace: DemoWorkspace, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`saetui demo DIR --no-browse` writes the database path to stdout and the random-weights note to stderr."""
-    assert main(["demo", str(workspace.root), "--no-browse", "--per-class", str(PER_CLASS)]) == 0
+    args = ["demo", "--cache-dir", str(workspace.cache), "--no-browse", "--per-class", str(PER_CLASS)]
+    assert main(args) == 0
     captured = capsys.readouterr()
     assert captured.out.strip() == str(workspace.db)
     assert "RANDOM weights" in captured.err
+    assert "saetui index PHOTOS --sae demo-random-weights --cache-dir" in captured.err
+
+
+def test_your_own_images_index_with_the_demo_sae_by_name(
+    workspace: DemoWorkspace, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the demo, `--sae demo-random-weights` indexes any folder from the cache alone (no hub is asked)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a request would fail
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    drawn = sorted((workspace.images / "red circle").iterdir())[0]
+    for name in ("a.png", "b.png"):
+        (photos / name).write_bytes(drawn.read_bytes())
+    db = tmp_path / "mine.duckdb"
+    args = ["index", str(photos), "--sae", "demo-random-weights", "--cache-dir", str(workspace.cache), "--db", str(db)]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "cannot reach" not in capsys.readouterr().err
+    assert _sql(db, "SELECT count(*), any_value(sae_name) FROM images JOIN runs USING (run_id)") == [
+        (2, "demo-random-weights")
+    ]
+    assert main(["fetch", "demo-random-weights", "--cache-dir", str(tmp_path / "empty")]) == 3
+    err = capsys.readouterr().err
+    assert "run `saetui demo` first" in err
 
 
 async def test_the_browser_opens_the_demo(workspace: DemoWorkspace) -> None:
