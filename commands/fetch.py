@@ -82,8 +82,24 @@ def _list(cache: str | None) -> None:
                 ]
             )
     _print_table(rows)
+    _model_sizes(cache)
     if failures:
         raise NotFoundError(f"{len(failures)} SAE(s) could not be listed", "see the warnings above")
+
+
+def _model_sizes(cache: str | None) -> None:
+    """Say on stderr what each CLIP model adds to a checkpoint's download (fetched once, shared by its SAEs)."""
+    from saetui.hub import model_download_size
+    from saetui.registry import all_specs
+
+    seen: set[str] = set()
+    for spec in all_specs():
+        if spec.model_repo in seen:
+            continue
+        seen.add(spec.model_repo)
+        size = model_download_size(spec, cache)
+        if size is not None:
+            sys.stderr.write(f"saetui: plus the CLIP model {spec.model_repo}: {_human_size(size)}, fetched once\n")
 
 
 def _fetch(name: str, checkpoint: str, revision: str | None, model_revision: str | None, cache: str | None) -> None:

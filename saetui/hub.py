@@ -346,6 +346,21 @@ def _model_files(api: HfApi, repo_id: str, revision: str, hub_dir: Path) -> set[
     return {entry.path for entry in _listed_files(api, repo_id, revision, None)} & wanted
 
 
+def model_download_size(spec: SaeSpec, cache: str | Path | None = None) -> int | None:
+    """Bytes `fetch` downloads for the SAE's CLIP model (the weights it picks and the configs); None offline."""
+    hub_dir = hub_cache(cache_dir(cache))
+    if is_offline() or spec.published_by is not None:
+        return None
+    api = HfApi()
+    try:
+        with _hub_errors(spec.model_repo, spec.model_revision, "the model file list", hub_dir):
+            sizes = {entry.path: entry.size for entry in _listed_files(api, spec.model_repo, spec.model_revision, None)}
+    except (NetworkError, NotFoundError):
+        return None
+    weights = next((name for name in WEIGHT_FILES if name in sizes), None)
+    return sum(sizes[name] for name in (OPEN_CLIP_CONFIG, PREPROCESSOR_CONFIG, weights) if name in sizes) or None
+
+
 def _download(repo_id: str, file: str, revision: str, hub_dir: Path) -> Path:
     """One file through huggingface_hub's cache (a HEAD only when it is already there; none in cache-only mode)."""
     return Path(hf_hub_download(repo_id, file, revision=revision, cache_dir=hub_dir, local_files_only=is_offline()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from saetui.commands.main import COMMAND_MODULES, main
+
+SAETUI = Path(sys.executable).with_name("saetui")
 
 HEAVY = ("torch", "open_clip", "textual", "textual_image", "transformers")
 
@@ -67,3 +70,12 @@ def test_a_folder_as_database_is_one_usage_error_everywhere(args: list[str], tmp
         err[-1]
         == f"saetui: error: database {folder} is a folder, not a file (pass a file path, e.g. {folder}/saetui.duckdb)"
     )
+
+
+def test_shell_completion_completes_commands() -> None:
+    """--show-completion prints a bash script, and the completion protocol answers `saetui ind` with index."""
+    script = subprocess.run([str(SAETUI), "--show-completion", "bash"], capture_output=True, text=True, check=True)
+    assert "_saetui_completion" in script.stdout
+    env = {**os.environ, "COMP_WORDS": "saetui ind", "COMP_CWORD": "1", "_SAETUI_COMPLETE": "complete_bash"}
+    done = subprocess.run([str(SAETUI)], capture_output=True, text=True, env=env, check=False)
+    assert done.stdout.split() == ["index"]

@@ -127,6 +127,17 @@ def test_list_shows_every_layer_with_sizes_and_cached_marks(hub_in_process: Fetc
     assert not any(request.is_file_body for request in hub.requests)
 
 
+def test_list_says_what_the_clip_model_adds(hub_in_process: FetchedCache, hub: FakeHub, capfd) -> None:
+    """The download size of the CLIP model (weights and configs), fetched once for all eight layers."""
+    assert main(["fetch", "--list"]) == 0
+    err = capfd.readouterr().err
+    size = sum(
+        len(hub.file_bytes(MODEL_REPO, name))
+        for name in ("open_clip_config.json", "preprocessor_config.json", "open_clip_model.safetensors")
+    )
+    assert f"saetui: plus the CLIP model {MODEL_REPO}: {size / 1e6:.1f} MB, fetched once" in err
+
+
 def test_checkpoint_option_picks_that_checkpoint(hub_in_process: FetchedCache, hub: FakeHub, capfd) -> None:
     """--checkpoint 100069632 fetches 20_resid/100069632.pt rather than the latest."""
     assert main(["fetch", "layer20", "--checkpoint", str(EARLY_TOKENS)]) == 0
