@@ -138,8 +138,7 @@ def feature_page(data: BrowseData, feature: int) -> None:
     page = data.feature_page(feature, PAGE_IMAGES, PAGE_RELATED)
     ids = [top.image_id for top in page.top_images]
     data.thumbnails(ids)
-    for image_id in ids:
-        data.patch_values(image_id, feature)
+    data.patch_values_of(ids, feature)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                 ),
                 (
                     "32 patch heatmaps",
-                    lambda f: [data.patch_values(i, f) for i in top_ids(db, f)],
+                    lambda f: data.patch_values_of(top_ids(db, f), f),
                 ),
             )
         }

@@ -124,6 +124,9 @@ def test_image_page_and_patch_values(db: BrowseDb, data: BrowseData) -> None:
     values = data.patch_values(3, best)
     assert values.shape == (257,) and values.max() == pytest.approx(page.features[0].value)
     assert (values > 0).sum() == page.features[0].n_tokens
+    many = data.patch_values_of([3, 4, 3], best)  # one query for a page's tiles, the same maps
+    assert sorted(many) == [3, 4] and np.array_equal(many[3], values)
+    assert np.array_equal(many[4], data.patch_values(4, best))
     with pytest.raises(NotFoundError):
         data.image_page(10_000)
 

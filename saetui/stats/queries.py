@@ -238,11 +238,22 @@ def image_features(con: duckdb.DuckDBPyConnection, image_id: int, n: int = 20) -
 
 def patch_map(con: duckdb.DuckDBPyConnection, feature: int, image_id: int, n_tokens: int = 257) -> np.ndarray:
     """The feature's value on each token of one image (index 0 = CLS, then patches row-major; 0 where inactive)."""
+    return patch_maps(con, feature, [image_id], n_tokens)[image_id]
+
+
+def patch_maps(
+    con: duckdb.DuckDBPyConnection, feature: int, image_ids: list[int], n_tokens: int = 257
+) -> dict[int, np.ndarray]:
+    """patch_map of several images in one query (a feature page's tiles), keyed by image id."""
+    maps = {int(image_id): np.zeros(n_tokens, dtype=np.float32) for image_id in image_ids}
+    if not maps:
+        return maps
     rows = con.execute(
-        "SELECT token, value FROM activations WHERE image_id = ? AND feature = ? AND value > 0", [image_id, feature]
+        "SELECT image_id, token, value FROM activations WHERE image_id IN (SELECT unnest(?::INTEGER[])) "
+        "AND feature = ? AND value > 0",
+        [list(maps), feature],
     ).fetchall()
-    values = np.zeros(n_tokens, dtype=np.float32)
-    for token, value in rows:
+    for image_id, token, value in rows:
         if 0 <= token < n_tokens:
-            values[token] = value
-    return values
+            maps[int(image_id)][token] = value
+    return maps

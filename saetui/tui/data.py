@@ -469,6 +469,13 @@ class BrowseData:
         with self.cursor() as cur:
             return queries.patch_map(cur, feature, image_id, GRID_TOKENS)
 
+    def patch_values_of(self, image_ids: list[int], feature: int) -> dict[int, np.ndarray]:
+        """patch_values of several images in one query (a feature page's tiles)."""
+        from saetui.stats import queries
+
+        with self.cursor() as cur:
+            return queries.patch_maps(cur, feature, image_ids, GRID_TOKENS)
+
     def image_page(self, image_id: int, n_features: int = 40) -> ImagePage:
         """An image's row, its strongest features (max over tokens) and its per-token error."""
         from saetui.stats import queries

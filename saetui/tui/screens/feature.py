@@ -238,19 +238,21 @@ class FeatureScreen(PageScreen):
         renderer = self.browser.renderer
         size = renderer.pixels(TILE_COLUMNS, TILE_ROWS)
         vmax = max((t.value for t in tops), default=0.0)
-        thumbs = data.thumbnails([t.image_id for t in tops])
+        ids = [t.image_id for t in tops]
+        thumbs = data.thumbnails(ids)
+        maps = data.patch_values_of(ids, feature) if heatmap or renderer.widget is None else {}
         for index, top in enumerate(tops):
             if worker.is_cancelled:
                 return
             if renderer.widget is None:
-                values = data.patch_values(top.image_id, feature)
+                values = maps[top.image_id]
                 text = grid_text(normalise(token_grid(values), 0.0, vmax), HEAT)
                 self.post_message(ThumbnailReady(request, index, None, text))
                 continue
             key = (top.image_id, feature if heatmap else None, size)
 
             def make(top: TopImage = top) -> rendering.Image.Image:
-                values = data.patch_values(top.image_id, feature) if heatmap else None
+                values = maps[top.image_id] if heatmap else None
                 return rendering.render(thumbs.get(top.image_id), size, values, vmax)
 
             self.post_message(ThumbnailReady(request, index, self.browser.image_cache.get(key, make)))
