@@ -99,8 +99,8 @@ def register(app: typer.Typer) -> None:
         )
         from saetui.device import resolve_device
         from saetui.evaluate.report import report_json, report_lines
+        from saetui.evaluate.results import check_target, write_results
         from saetui.evaluate.runner import evaluate
-        from saetui.evaluate.store import check_target, write_results
         from saetui.hub import fetch
         from saetui.model import resolve_precision
         from saetui.registry import get_spec

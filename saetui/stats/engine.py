@@ -25,10 +25,10 @@ from saetui.errors import NotFoundError
 from saetui.paths import cache_dir
 from saetui.stats.model_steps import model_steps
 from saetui.stats.options import StatsOptions
-from saetui.stats.reconstruction import grid_side, image_errors, position_errors, token_variance
 from saetui.stats.run_info import RunInfo, SaeFiles, cached_sae_files, read_run
 from saetui.stats.scan import scan_codes
 from saetui.stats.tables import write_tables
+from saetui.stats.token_errors import grid_side, image_errors, position_errors, token_variance
 from saetui.stats.tokens import image_chunks
 from saetui.store.connection import connect, refuse_folder
 

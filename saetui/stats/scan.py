@@ -7,8 +7,8 @@ from collections.abc import Callable
 import duckdb
 import numpy as np
 
+from saetui.stats.accumulators import FeatureTotals, TopImages, group_pairs
 from saetui.stats.coactivation import CoactivationSampler
-from saetui.stats.features import FeatureTotals, TopImages, group_pairs
 from saetui.stats.histogram import LogHistogram
 from saetui.stats.labels import label_entropy
 from saetui.stats.options import StatsOptions
