@@ -163,6 +163,15 @@ def parse_checkpoint(value: str) -> int | None:
     raise UsageError(f"invalid checkpoint '{value}'", "use 'latest' or the token count of a checkpoint, e.g. 100069632")
 
 
+def _http_failure(status: int | None, what: str, repo_id: str, hint: str) -> NetworkError:
+    """The error for an HTTP status the other rules left: a server error means the hub is down (the cache may
+    stand in), anything else is a refusal of this request."""
+    endpoint = constants.ENDPOINT
+    if status is not None and status >= 500:
+        return HubUnreachable(f"{endpoint} answered HTTP {status}", hint)
+    return NetworkError(f"{endpoint} answered HTTP {status} for {what} of {repo_id}", hint)
+
+
 @contextmanager
 def _hub_errors(repo_id: str, revision: str, what: str, hub_dir: Path) -> Iterator[None]:
     """Turn huggingface_hub and HTTP failures while getting `what` from `repo_id` into one-line errors."""
@@ -196,18 +205,14 @@ def _hub_errors(repo_id: str, revision: str, what: str, hub_dir: Path) -> Iterat
                 f"{repo_id} has no {what} at revision '{revision}'",
                 "`saetui fetch --list` shows the checkpoints the hub has",
             ) from None
-        if status is not None and status >= 500:
-            raise HubUnreachable(f"{endpoint} answered HTTP {status}", offline_hint) from None
-        raise NetworkError(f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint) from None
+        raise _http_failure(status, what, repo_id, offline_hint) from None
     except (LocalEntryNotFoundError, RevisionResolutionError, OfflineModeIsEnabled) as error:
         if is_offline():
             raise NotFoundError(f"{what} of {repo_id} is not in the cache {hub_dir}", _not_cached_hint()) from None
         cause = error.__cause__ or error.__context__
         if isinstance(cause, HfHubHTTPError):
             status = cause.response.status_code if cause.response is not None else None
-            if status is not None and status >= 500:
-                raise HubUnreachable(f"{endpoint} answered HTTP {status}", offline_hint) from None
-            raise NetworkError(f"{endpoint} answered HTTP {status} for {what} of {repo_id}", offline_hint) from None
+            raise _http_failure(status, what, repo_id, offline_hint) from None
         if isinstance(cause, FileMetadataError):
             raise NetworkError(
                 f"{endpoint} did not answer like a Hugging Face hub for {what} of {repo_id}",
