@@ -1,6 +1,6 @@
 """Index overhead: wall time of the index engine on N images / the bare compute on the same images.
 
-The engine is `saetui.index.index_images`, the code `saetui index` runs (decode pool, batched truncated
+The engine is `saetui.ingest.indexer.index_images`, the code `saetui index` runs (decode pool, batched truncated
 forward, SAE encode, sparse decode and token errors, writer thread, DuckDB), timed in-process from its call
 to its return (model and SAE loading included; statistics are not part of indexing). The bare compute is the
 same truncated forward and SAE encode on the same images, already decoded and preprocessed into tensors in
@@ -8,7 +8,7 @@ memory, with no I/O, in the same process (warmed up first). The two alternate --
 time of each is compared, since other processes on a shared machine only ever add time. Target: <= 1.10.
 
 A second figure holds up better on a busy shared machine, where the first swings with the load: the engine's
-wall time divided by the time its own model calls took (saetui.pipeline.Encoder: forward, encode, sparse
+wall time divided by the time its own model calls took (saetui.ingest.pipeline.Encoder: forward, encode, sparse
 decode, token errors), both measured in the same window.
 
 Two configurations:
@@ -133,11 +133,11 @@ def copy_images(dest: Path, count: int) -> Path:
 
 
 class EncoderClock:
-    """Times the engine's model work in place: every call of saetui.pipeline.Encoder (forward, encode, errors)."""
+    """Times the engine's model work in place: every call of the pipeline's Encoder (forward, encode, errors)."""
 
     def __init__(self) -> None:
         """Wrap Encoder.__call__ so each call adds its wall time to `seconds`."""
-        from saetui import pipeline
+        from saetui.ingest import pipeline
 
         self.seconds = 0.0
         original = pipeline.Encoder.__call__
@@ -157,17 +157,16 @@ class BareCompute:
 
     def __init__(self, fetched, folder: Path, batch_size: int, device: str, precision: str) -> None:
         """Load the trunk and SAE like the engine and preprocess every image of folder (untimed)."""
-        from saetui.checkpoint import load_checkpoint
-        from saetui.decoding import decode_rgb, read_bytes
         from saetui.device import resolve_device
-        from saetui.model import VisionTrunk, resolve_precision
-        from saetui.preprocess import load_preprocessing, preprocess_image
-        from saetui.sae import TopKSae
+        from saetui.families.clip_scope import load_checkpoint
+        from saetui.ingest.decoding import decode_rgb, read_bytes
+        from saetui.models.preprocess import load_preprocessing, preprocess_image
+        from saetui.models.trunk import VisionTrunk, resolve_precision
 
         self.device = resolve_device(device)
         self.trunk = VisionTrunk.from_dir(fetched.model_dir, LAYER, self.device, precision)
         ckpt = load_checkpoint(fetched.checkpoint_path)
-        self.sae = TopKSae.from_checkpoint(ckpt, device=self.device, dtype=resolve_precision(precision))
+        self.sae = ckpt.sparse(device=self.device, dtype=resolve_precision(precision))
         prep = load_preprocessing(fetched.model_dir)
         files = sorted(folder.rglob("*.JPEG"))
         pixels = np.stack([preprocess_image(decode_rgb(read_bytes(f)), prep) for f in files])
@@ -198,8 +197,8 @@ def measure(name: str, args: argparse.Namespace, clock: EncoderClock) -> tuple[f
     The machine may be shared, so each side's best (minimum) wall time is compared: interference from other
     processes only ever adds time.
     """
-    from saetui.index import IndexOptions, index_images
-    from saetui.sources import open_source
+    from saetui.ingest.indexer import IndexOptions, index_images
+    from saetui.ingest.sources import open_source
 
     with tempfile.TemporaryDirectory(prefix=f"saetui-bench-{name}-") as tmp:
         root = Path(tmp)

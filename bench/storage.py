@@ -9,8 +9,8 @@ The headline is the last line: `bytes_per_image: N`.
 
 The defaults are `saetui index`'s own: forward batches of 32 images, committed 256 images at a time.
 
-Thumbnails are the index engine's own (saetui.pipeline.thumbnail_jpeg of the input crop) unless --thumbnail-px asks
-for a what-if size (optimised JPEG, quality 75).
+Thumbnails are the index engine's own (saetui.ingest.pipeline.thumbnail_jpeg of the input crop) unless
+--thumbnail-px asks for a what-if size (optimised JPEG, quality 75).
 """
 
 from __future__ import annotations

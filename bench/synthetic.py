@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES
-from saetui.preprocess import input_crop
+from saetui.models.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing, input_crop
 from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
@@ -142,11 +142,14 @@ class SampleImage:
     thumbnail: bytes
 
 
+CLIP_224 = Preprocessing(size=224, crop=224, mean=OPENAI_MEAN, std=OPENAI_STD, source="bench")
+
+
 def engine_thumbnail(image: Image.Image) -> bytes:
     """The thumbnail `saetui index` stores: its own JPEG of the model's input crop (imports torch via the pipeline)."""
-    from saetui.pipeline import thumbnail_jpeg
+    from saetui.ingest.pipeline import thumbnail_jpeg
 
-    return thumbnail_jpeg(input_crop(image))
+    return thumbnail_jpeg(input_crop(image, CLIP_224))
 
 
 def sized_thumbnail(px: int, quality: int = 75) -> Callable[[Image.Image], bytes]:
@@ -154,7 +157,7 @@ def sized_thumbnail(px: int, quality: int = 75) -> Callable[[Image.Image], bytes
 
     def make(image: Image.Image) -> bytes:
         buffer = io.BytesIO()
-        input_crop(image).resize((px, px), Image.Resampling.LANCZOS).save(
+        input_crop(image, CLIP_224).resize((px, px), Image.Resampling.LANCZOS).save(
             buffer, "JPEG", quality=quality, optimize=True
         )
         return buffer.getvalue()

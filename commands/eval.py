@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate an SAE."""
         from saetui.evaluate.runner import EvalOptions
-        from saetui.index import default_workers
+        from saetui.ingest.indexer import default_workers
 
         options = EvalOptions(
             batch_size=batch_size,
@@ -102,9 +102,9 @@ def register(app: typer.Typer) -> None:
         from saetui.evaluate.results import check_target, write_results
         from saetui.evaluate.runner import evaluate
         from saetui.hub import fetch
-        from saetui.model import resolve_precision
+        from saetui.ingest.sources import open_source
+        from saetui.models.trunk import resolve_precision
         from saetui.registry import get_spec
-        from saetui.sources import open_source
 
         resolve_precision(precision)
         resolve_device(device)

@@ -57,7 +57,7 @@ Examples:
 
 def _check(batch_size: int, limit: int | None, workers: int | None, tokens: str) -> None:
     """Reject option values that cannot work, with the flag to fix."""
-    from saetui.store.runs import TOKEN_SETS
+    from saetui.models.hooks import TOKEN_SETS
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}", "pass e.g. --batch-size 32")
@@ -126,10 +126,10 @@ def register(app: typer.Typer) -> None:
 
         path = refuse_folder(db or default_db())
         from saetui.hub import fetch
-        from saetui.index import IndexInterrupted, IndexOptions, default_workers, index_images
-        from saetui.model import resolve_precision
+        from saetui.ingest.indexer import IndexInterrupted, IndexOptions, default_workers, index_images
+        from saetui.ingest.sources import open_source
+        from saetui.models.trunk import resolve_precision
         from saetui.registry import get_spec
-        from saetui.sources import open_source
 
         resolve_precision(precision)
         spec = get_spec(sae)

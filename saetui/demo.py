@@ -301,8 +301,8 @@ def build_demo(
 ) -> DemoWorkspace:
     """Make (or reuse) the demo workspace: the model and SAE published into the saetui cache (so the SAE is
     usable by name), drawn images and a database in root (default: <cache>/demo)."""
-    from saetui.index import IndexOptions, index_images
-    from saetui.sources import FolderSource
+    from saetui.ingest.indexer import IndexOptions, index_images
+    from saetui.ingest.sources import FolderSource
     from saetui.stats import SaeFiles, StatsOptions, compute_stats
     from saetui.store.connection import remove_database
 

@@ -35,7 +35,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from saetui.errors import DataError, NetworkError, NotFoundError, UsageError
 from saetui.paths import cache_dir, hub_cache
-from saetui.registry import SaeSpec, get_spec
+from saetui.registry import SaeSpec, all_specs, get_spec, is_repo_id
 
 T = TypeVar("T")
 
@@ -61,6 +61,7 @@ class FetchedSae:
     model_weights: Path  # open_clip_model.safetensors or open_clip_pytorch_model.bin
     model_revision: str  # commit sha of the model repo
     preprocessor_config: Path | None  # preprocessor_config.json; None when the model repo has none
+    config_path: Path | None = None  # the SAE family's config file (ViT-Prisma, dictionary_learning)
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,73 @@ def _listed_files(api: HfApi, repo_id: str, revision: str, folder: str | None) -
     ]
 
 
+def _repo_files(api: HfApi, repo_id: str, revision: str, hub_dir: Path) -> list[str]:
+    """Every file path of a repo at a revision (offline: those in its cached snapshot)."""
+    if is_offline():
+        commit = _cached_commit(api, repo_id, revision, hub_dir)
+        folder = _snapshot_folder(hub_dir, repo_id, commit) if commit else None
+        if folder is None or not folder.is_dir():
+            raise NotFoundError(f"{repo_id} is not in the cache {hub_dir}", _not_cached_hint())
+        return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+    commit = _hub_commit(api, repo_id, revision)
+    return sorted(
+        entry.path
+        for entry in api.list_repo_tree(repo_id, revision=commit, recursive=True)
+        if isinstance(entry, RepoFile)
+    )
+
+
+def resolve_spec(
+    name: str, checkpoint: str = "latest", revision: str | None = None, cache: str | Path | None = None
+) -> SaeSpec:
+    """The entry of an SAE named by registry name or by hub repo id (detecting the family from the repo's files).
+
+    A repo id that one entry has is that entry; any other repo is read: its family from its file names, the
+    model, layer, hook and tokens from its own config (saetui.families.detect).
+    """
+    if not is_repo_id(name):
+        return get_spec(name)
+    specs = all_specs()
+    named = [spec for spec in specs if spec.name == name]
+    if named:
+        return named[0]
+    matching = [spec for spec in specs if spec.repo_id == name]
+    if len(matching) == 1:
+        return matching[0]
+    if matching:
+        raise UsageError(f"{name} holds {len(matching)} SAEs", f"name one: {', '.join(s.name for s in matching)}")
+    from saetui.families.detect import detect, entry_fields
+
+    hub_dir = hub_cache(cache_dir(cache))
+    api = HfApi()
+    wanted = None if checkpoint == LATEST else checkpoint
+
+    def read() -> SaeSpec:
+        """Detect the family from the file list and read the config the entry is built from."""
+        with _hub_errors(name, revision or "main", "the file list", hub_dir):
+            files = _repo_files(api, name, revision or "main", hub_dir)
+        detected = detect(name, files, wanted)
+        config = None
+        if detected.config_file is not None:
+            from saetui.families.safe_load import read_json
+
+            with _hub_errors(name, revision or "main", detected.config_file, hub_dir):
+                config = read_json(_download(name, detected.config_file, revision or "main", hub_dir))
+        fields = entry_fields(name, detected, config)
+        return SaeSpec(
+            name=name,
+            repo_id=name,
+            file=detected.file,
+            config_file=detected.config_file,
+            family=detected.family,
+            revision=revision or "main",
+            source=f"detected from the files of {name}",
+            **fields,
+        )
+
+    return with_cache_fallback(read, f"files of {name}", hub_dir)
+
+
 def _single_file_info(api: HfApi, spec: SaeSpec, revision: str, hub_dir: Path) -> list[CheckpointInfo]:
     """The one checkpoint of a single-file entry."""
     assert spec.file is not None
@@ -407,26 +475,28 @@ def _fetch_model(api: HfApi, spec: SaeSpec, revision: str, hub_dir: Path) -> tup
     return config, weights, preprocessor, _commit_of(config, OPEN_CLIP_CONFIG)
 
 
-def _validate(spec: SaeSpec, checkpoint: Path, file: str, model_dir: Path, config: Path) -> int | None:
-    """Load the checkpoint safely, check it against the model, remove what is broken; returns token_count."""
-    from saetui.checkpoint import load_checkpoint
-    from saetui.model import model_width
+def _validate(
+    spec: SaeSpec, checkpoint: Path, file: str, model_dir: Path, config: Path, sae_config: Path | None
+) -> int | None:
+    """Load the SAE safely, check it against the model, remove what is broken; returns its token_count."""
+    from saetui.families.loading import load_sae
+    from saetui.models.trunk import hook_width
 
     again = "fetch again to download a fresh copy; if it fails again, the file on the hub is bad"
     try:
-        width = model_width(model_dir)
+        width = hook_width(model_dir, spec.hook)
     except DataError as error:
         remove_cached(config)
         raise DataError(f"{error.message}; removed {OPEN_CLIP_CONFIG} from the cache", again) from None
     try:
-        loaded = load_checkpoint(checkpoint)
+        loaded = load_sae(spec, checkpoint, sae_config)
     except DataError as error:
         remove_cached(checkpoint)
         raise DataError(f"{spec.name}: {error.message}; removed {file} from the cache", again) from None
     if loaded.d_in != width:
         remove_cached(checkpoint)
         raise DataError(
-            f"{spec.name}: {file} reads d_in = {loaded.d_in} but {spec.model} has width {width}; "
+            f"{spec.name}: {file} reads d_in = {loaded.d_in} but {spec.model} has width {width} at {spec.hook}; "
             f"removed {file} from the cache",
             "the SAE belongs to another model: fix the model of the SAE entry",
         )
@@ -452,27 +522,31 @@ def fetch(
     revision pins the SAE repo, model_revision the model repo (default: the entry's, else main). When the hub
     cannot be reached, the cached files are used and a warning says so.
     """
-    spec = get_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
-    tokens = parse_checkpoint(checkpoint)
+    spec = resolve_spec(spec_or_name, checkpoint, revision, cache) if isinstance(spec_or_name, str) else spec_or_name
+    tokens = parse_checkpoint(checkpoint) if spec.family == "clip-scope" else None
     revision = revision or spec.revision
     model_revision = model_revision or spec.model_revision
     hub_dir = hub_cache(cache_dir(cache))
     api = HfApi()
 
-    def download() -> tuple[str, Path, tuple[Path, Path, Path | None, str]]:
-        """The checkpoint's repo path and local path, and the model files."""
+    def download() -> tuple[str, Path, Path | None, tuple[Path, Path, Path | None, str]]:
+        """The checkpoint's repo path and local path, the family's config file, and the model files."""
         if not is_offline():  # one fail-fast request first: an unreachable hub then costs no download retries
             with _hub_errors(spec.repo_id, revision, "the revision", hub_dir):
                 _hub_commit(api, spec.repo_id, revision)
         file = _choose_checkpoint(spec, tokens, revision, hub_dir)
         with _hub_errors(spec.repo_id, revision, file, hub_dir):
             checkpoint_path = _download(spec.repo_id, file, revision, hub_dir)
-        return file, checkpoint_path, _fetch_model(api, spec, model_revision, hub_dir)
+        sae_config = None
+        if spec.config_file is not None:
+            with _hub_errors(spec.repo_id, revision, spec.config_file, hub_dir):
+                sae_config = _download(spec.repo_id, spec.config_file, revision, hub_dir)
+        return file, checkpoint_path, sae_config, _fetch_model(api, spec, model_revision, hub_dir)
 
-    file, checkpoint_path, (config, weights, preprocessor, model_commit) = with_cache_fallback(
+    file, checkpoint_path, sae_config, (config, weights, preprocessor, model_commit) = with_cache_fallback(
         download, f"files of {spec.name}", hub_dir, spec
     )
-    token_count = _validate(spec, checkpoint_path, file, config.parent, config)
+    token_count = _validate(spec, checkpoint_path, file, config.parent, config, sae_config)
     return FetchedSae(
         spec=spec,
         checkpoint_path=checkpoint_path,
@@ -484,4 +558,5 @@ def fetch(
         model_weights=weights,
         model_revision=model_commit,
         preprocessor_config=preprocessor,
+        config_path=sae_config,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.fakehub import FakeHub, FetchedCache, copy_cache, hub_environment, serve_clip_scope
+from harness.families import serve_families
 
 SAETUI = Path(sys.executable).with_name("saetui")  # the console script of the environment running the tests
 
@@ -19,9 +20,10 @@ RunSaetui = Callable[..., "subprocess.CompletedProcess[str]"]
 
 @pytest.fixture(scope="session")
 def fake_hub() -> Iterator[FakeHub]:
-    """A fake hub on 127.0.0.1 serving the tiny CLIP-Scope and model repos under their real ids."""
+    """A fake hub on 127.0.0.1 serving the tiny CLIP-Scope, family and model repos under their real ids."""
     with FakeHub() as hub:
         serve_clip_scope(hub)
+        serve_families(hub)
         yield hub
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from harness.tiny import TINY_WIDTH, scope_repo_files, scope_sae_seed, tiny_sae_bytes, tiny_sae_tensors
-from saetui.checkpoint import load_checkpoint
 from saetui.errors import DataError, NotFoundError
+from saetui.families.clip_scope import load_checkpoint
 
 
 class _Payload:
@@ -55,7 +55,12 @@ def test_loads_the_clip_scope_layout(tmp_path: Path) -> None:
     path.write_bytes(scope_repo_files()["20_resid/1200013184.pt"])
     ckpt = load_checkpoint(path)
     pre_b, enc, dec = tiny_sae_tensors(seed=scope_sae_seed(20, 1200013184))
-    assert torch.equal(ckpt.pre_b, pre_b) and torch.equal(ckpt.enc, enc) and torch.equal(ckpt.dec, dec)
+    assert (
+        torch.equal(ckpt.input_bias, pre_b)
+        and torch.equal(ckpt.b_dec, pre_b)
+        and torch.equal(ckpt.enc, enc)
+        and torch.equal(ckpt.dec, dec)
+    )
     assert (ckpt.k, ckpt.d_in, ckpt.n_features) == (32, TINY_WIDTH, 512)
     assert ckpt.token_count == 1200013184
     assert ckpt.log_id is not None and ckpt.log_id.startswith("20_resid-")

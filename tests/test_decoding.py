@@ -25,8 +25,8 @@ from harness.badimages import (
     palette_transparent_image,
     rgba_image,
 )
-from saetui import decoding
-from saetui.decoding import SkippedImage, content_hash, decode_rgb, read_bytes, scale_16_to_8, to_rgb
+from saetui.ingest import decoding
+from saetui.ingest.decoding import SkippedImage, content_hash, decode_rgb, read_bytes, scale_16_to_8, to_rgb
 
 
 @pytest.fixture(scope="module")

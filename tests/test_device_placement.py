@@ -21,15 +21,14 @@ from harness.fakehub import FetchedCache
 from harness.handbuilt import random_db
 from harness.second_device import META, MixedDevices, strict_meta
 from harness.tiny import tiny_model_repo_files, tiny_sae_bytes, write_files
-from saetui.checkpoint import load_checkpoint
 from saetui.evaluate.runner import EvalOptions, evaluate
+from saetui.families.clip_scope import load_checkpoint
 from saetui.hub import fetch
-from saetui.index import IndexOptions, index_images
-from saetui.model import VisionTrunk
-from saetui.pipeline import Encoder
+from saetui.ingest.indexer import IndexOptions, index_images
+from saetui.ingest.pipeline import Encoder
+from saetui.ingest.sources import open_source
+from saetui.models.trunk import VisionTrunk
 from saetui.registry import get_spec
-from saetui.sae import TopKSae
-from saetui.sources import open_source
 from saetui.stats import SaeFiles, StatsOptions, compute_stats
 from saetui.stats.search import search_text
 
@@ -62,7 +61,7 @@ def test_encoder_runs_on_the_second_device(tiny: tuple[Path, Path]) -> None:
     """The truncated trunk, the token selection, the SAE encode/decode and the error sums stay on meta."""
     model_dir, checkpoint = tiny
     trunk = VisionTrunk.from_dir(model_dir, 20, META, "fp32")
-    sae = TopKSae.from_checkpoint(load_checkpoint(checkpoint), device=META)
+    sae = load_checkpoint(checkpoint).sparse(device=META)
     pixels = np.zeros((2, 3, 224, 224), dtype=np.float32)
     for tokens in ("all", "cls"):
         with strict_meta() as mode:

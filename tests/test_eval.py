@@ -30,15 +30,15 @@ from harness.fakehub import FakeHub, FetchedCache, copy_cache
 from harness.handbuilt import build_db
 from harness.reference import dense_reference_encode
 from harness.tiny import TINY_WIDTH
-from saetui.checkpoint import load_checkpoint
 from saetui.commands.main import main
 from saetui.errors import UsageError
 from saetui.evaluate.alignment import neuron_alignment, neuron_directions
 from saetui.evaluate.downstream import contrastive_loss, resolve_label_set
+from saetui.families.clip_scope import load_checkpoint
 from saetui.hub import fetch
 from saetui.imagenet import class_names
-from saetui.preprocess import load_preprocessing, preprocess_image
-from saetui.sources import open_source
+from saetui.ingest.sources import open_source
+from saetui.models.preprocess import load_preprocessing, preprocess_image
 
 EXACT_REPO = "saetui-tests/exact-sae"
 LIMIT = 16

@@ -25,8 +25,8 @@ from harness.fakehub import FetchedCache
 from harness.reference import dense_reference_encode, hf_hidden_states, open_clip_to_hf
 from harness.tiny import tiny_open_clip_config, tiny_state_dict
 from saetui import imagenet
-from saetui.checkpoint import load_checkpoint
 from saetui.commands.main import main
+from saetui.families.clip_scope import load_checkpoint
 from saetui.stats import StatsOptions
 
 LAYER = 20
@@ -327,7 +327,7 @@ def test_index_reads_the_checkpoint_once(
     """fetch's validation, the index run and the statistics after it share one load of the checkpoint file."""
     import torch
 
-    from saetui import checkpoint as checkpoint_module
+    from saetui.families import loading as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "_LAST_LOADED", [])
     loads: list[str] = []

@@ -16,8 +16,8 @@ import pytest
 
 from harness.badimages import copy_imagenet_sample
 from harness.fakehub import FetchedCache
-from saetui import pipeline
 from saetui.commands.main import main
+from saetui.ingest import pipeline
 
 
 def run_cli(*args: str) -> tuple[int, str]:

@@ -15,13 +15,12 @@ from PIL import Image
 
 from harness.badimages import GOOD_COLOUR, GOOD_GREYSCALE
 from harness.tiny import tiny_model_config_files, tiny_model_repo_files, tiny_sae_bytes, write_files
-from saetui import pipeline
-from saetui.checkpoint import load_checkpoint
-from saetui.index import pending_items, plan_resume, reason_kind, source_key
-from saetui.model import VisionTrunk
-from saetui.preprocess import load_preprocessing, preprocess_image
-from saetui.sae import TopKSae
-from saetui.sources import ImageItem, ListFileSource
+from saetui.families.clip_scope import load_checkpoint
+from saetui.ingest import pipeline
+from saetui.ingest.indexer import pending_items, plan_resume, reason_kind, source_key
+from saetui.ingest.sources import ImageItem, ListFileSource
+from saetui.models.preprocess import load_preprocessing, preprocess_image
+from saetui.models.trunk import VisionTrunk
 
 
 def item(row: int, path: str = "x.jpg", data: bytes | None = None) -> ImageItem:
@@ -122,7 +121,7 @@ def test_encoder_token_sets_and_errors(tmp_path: Path) -> None:
     ckpt_path.write_bytes(tiny_sae_bytes())
     ckpt = load_checkpoint(ckpt_path)
     trunk = VisionTrunk.from_dir(model_dir, 20, "cpu", "fp32")
-    sae = TopKSae.from_checkpoint(ckpt)
+    sae = ckpt.sparse()
     pixels = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
     full = pipeline.Encoder(trunk, sae, "all")(pixels)
     assert full.values.shape == (2, 257, ckpt.k) and full.features.dtype == np.int32
@@ -133,7 +132,7 @@ def test_encoder_token_sets_and_errors(tmp_path: Path) -> None:
         assert np.allclose(part.values, full.values[:, positions], atol=1e-6)
     x = trunk(torch.from_numpy(pixels)).reshape(-1, 32).double()
     values, indices = sae.encode(x.float())
-    recon = (ckpt.dec.double()[indices] * values.double()[..., None]).sum(1) + ckpt.pre_b.double()
+    recon = (ckpt.dec.double()[indices] * values.double()[..., None]).sum(1) + ckpt.input_bias.double()
     assert np.allclose(full.sse.reshape(-1), (x - recon).pow(2).sum(1).numpy(), rtol=1e-5)
     assert np.allclose(full.total_ss.reshape(-1), (x - x.mean(1, keepdim=True)).pow(2).sum(1).numpy(), rtol=1e-5)
     assert full.count == 2 * 257
@@ -146,7 +145,7 @@ def test_source_keys_name_the_path_and_split(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from saetui.sources import open_source
+    from saetui.ingest.sources import open_source
 
     folder = tmp_path / "photos" / "cat"
     folder.mkdir(parents=True)

@@ -23,8 +23,9 @@ from harness.tiny import (
 )
 from saetui.device import resolve_device
 from saetui.errors import DataError, NotFoundError, UsageError
-from saetui.model import VisionTrunk, load_clip, model_width
-from saetui.preprocess import load_preprocessing, preprocess_image
+from saetui.models.hooks import HookPoint
+from saetui.models.preprocess import load_preprocessing, preprocess_image
+from saetui.models.trunk import VisionTrunk, hook_width, load_clip
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +76,12 @@ def test_sequence_first_blocks_are_detected_from_their_attention(
     for block in transformer.resblocks:
         block.attn.batch_first = False
     del transformer.batch_first
-    trunk = VisionTrunk(built.visual, 2, built.device, built.dtype)
+    trunk = VisionTrunk(built.visual, HookPoint(2), built.device, built.dtype)
     assert trunk.sequence_first and not built.sequence_first
     assert (trunk(pixels) - hf_states[3]).abs().max().item() <= 1e-5
     transformer.resblocks[1].attn.batch_first = True  # a mix has no single layout: refused, not guessed
     with pytest.raises(DataError, match="cannot tell the token layout"):
-        VisionTrunk(built.visual, 2, built.device, built.dtype)
+        VisionTrunk(built.visual, HookPoint(2), built.device, built.dtype)
 
 
 def test_trunk_builds_and_computes_only_blocks_up_to_layer(model_dir: Path) -> None:
@@ -121,10 +122,10 @@ def test_bf16_runs_in_bf16_and_returns_float32(model_dir: Path, pixels: torch.Te
     assert 0 < relative.item() < 0.05
 
 
-def test_model_width_reads_config_only(model_dir: Path, tmp_path: Path) -> None:
-    """model_width needs only open_clip_config.json."""
+def test_hook_width_reads_config_only(model_dir: Path, tmp_path: Path) -> None:
+    """hook_width needs only open_clip_config.json."""
     write_files(tmp_path, {"open_clip_config.json": json.dumps(tiny_open_clip_config()).encode()})
-    assert model_width(tmp_path) == model_width(model_dir) == TINY_WIDTH
+    assert hook_width(tmp_path) == hook_width(model_dir) == TINY_WIDTH
 
 
 def test_bad_requests_and_broken_folders(model_dir: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""saetui.preprocess against HF's PIL CLIPImageProcessor on real ImageNet images and odd synthetic sizes."""
+"""saetui.models.preprocess against HF's PIL CLIPImageProcessor on real ImageNet images and odd synthetic sizes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from harness.sample import SAMPLE
 from harness.tiny import tiny_model_config_files, write_files
 from saetui.errors import DataError, NotFoundError
-from saetui.preprocess import (
+from saetui.models.preprocess import (
     OPENAI_MEAN,
     OPENAI_STD,
     Preprocessing,
@@ -102,7 +102,7 @@ def test_matches_hf_processor_on_real_images(model_dir: Path, hf_processor) -> N
     assert sum(im.mode == "L" for im in images) >= 5
     assert sum(_odd_margin(im) for im in images) >= 14
     expected = hf_processor(images=images, return_tensors="np")["pixel_values"]
-    ours = pixels_batch([input_crop(im, prep.size, prep.crop) for im in images], prep)
+    ours = pixels_batch([input_crop(im, prep) for im in images], prep)
     assert ours.dtype == np.float32 and ours.shape == expected.shape == (40, 3, 224, 224)
     diffs = np.abs(ours - expected).reshape(40, -1).max(axis=1)
     assert diffs.max() <= 1e-6, {str(p.name): float(d) for p, d in zip(paths, diffs, strict=True) if d > 1e-6}

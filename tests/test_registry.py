@@ -23,10 +23,17 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_builtins_are_the_eight_clip_scope_saes(config: Path) -> None:
     """layer2..layer22 on lewington/CLIP-ViT-L-scope: <L>_resid folders, the laion ViT-L/14, release sizes; then
-    the demo's SAE, which `saetui demo` publishes into the cache."""
-    assert [spec.name for spec in all_specs()] == [*(f"layer{layer}" for layer in LAYERS), "demo-random-weights"]
-    assert all_specs()[-1].published_by == "saetui demo"
-    for spec, layer in zip(BUILTIN_SPECS, LAYERS, strict=True):
+    the other families' released SAEs and the demo's SAE, which `saetui demo` publishes into the cache."""
+    scope = [spec for spec in BUILTIN_SPECS if spec.family == "clip-scope"]
+    assert [spec.name for spec in scope] == [f"layer{layer}" for layer in LAYERS]
+    assert {spec.family for spec in BUILTIN_SPECS} == {"clip-scope", "vit-prisma", "saev"}
+    assert all_specs()[-1].published_by == "saetui demo" and all_specs()[-1].name == "demo-random-weights"
+    for spec in BUILTIN_SPECS:
+        if spec.family == "vit-prisma":
+            assert (
+                spec.model == "hf-hub:laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K" and spec.config_file == "config.json"
+            )
+    for spec, layer in zip(scope, LAYERS, strict=True):
         assert spec.repo_id == "lewington/CLIP-ViT-L-scope"
         assert spec.folder == f"{layer}_resid" and spec.file is None
         assert spec.layer == layer

@@ -1,4 +1,4 @@
-"""TopKSae against the dense clipscope reference: same indices, values and reconstructions, chunked."""
+"""SparseSae against the dense clipscope reference: same indices, values and reconstructions, chunked."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import torch
 
 from harness.reference import dense_reference_encode
 from harness.tiny import TINY_WIDTH, tiny_sae_bytes, tiny_sae_tensors
-from saetui.checkpoint import SaeCheckpoint, load_checkpoint
-from saetui.sae import TopKSae, reconstruction_error, standardise_batch
+from saetui.families.clip_scope import load_checkpoint
+from saetui.families.sparse import SparseSae, reconstruction_error, standardise_batch
+from saetui.families.weights import SaeWeights
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> SaeCheckpoint:
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> SaeWeights:
     """The default tiny CLIP-Scope SAE (32 -> 512, k 32), loaded from disk."""
     path = tmp_path_factory.mktemp("sae") / "1200013184.pt"
     path.write_bytes(tiny_sae_bytes())
@@ -32,7 +33,7 @@ def _tokens(n: int, d: int, seed: int) -> torch.Tensor:
 UNIT_ROUNDOFF = 2.0**-24  # float32: every rounding has relative error at most u
 
 
-def _float32_bounds(ckpt: SaeCheckpoint, x: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _float32_bounds(ckpt: SaeWeights, x: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """How far two float32 evaluations of the codes (and reconstructions) may differ, per element.
 
     A float32 sum of n products differs from the exact one by at most n * u * sum |products| (Higham's gamma_n
@@ -42,18 +43,18 @@ def _float32_bounds(ckpt: SaeCheckpoint, x: torch.Tensor, indices: torch.Tensor)
     through |dec|. The bound scales with the magnitudes: reconstructions of size ~20 allow ~1e-5, not a fixed 1e-5.
     """
     u = UNIT_ROUNDOFF
-    centred = (x.double() - ckpt.pre_b.double()).abs()
+    centred = (x.double() - ckpt.input_bias.double()).abs()
     enc, dec = ckpt.enc.double().abs(), ckpt.dec.double().abs()
     scale = torch.gather(centred @ enc, 1, indices)  # sum over dims of |x - pre_b| |enc| per kept pair
     value_bound = 2 * (ckpt.d_in + 2) * u * scale
     kept_values = torch.gather(centred @ ckpt.enc.double(), 1, indices).abs()
-    terms = torch.einsum("tk,tkd->td", kept_values, dec[indices]) + ckpt.pre_b.double().abs()
+    terms = torch.einsum("tk,tkd->td", kept_values, dec[indices]) + ckpt.input_bias.double().abs()
     carried = torch.einsum("tk,tkd->td", value_bound, dec[indices])
     recon_bound = 2 * (ckpt.k + 2) * u * terms + carried
     return value_bound.float(), recon_bound.float()
 
 
-def _assert_matches_reference(sae: TopKSae, ckpt: SaeCheckpoint, x: torch.Tensor) -> torch.Tensor:
+def _assert_matches_reference(sae: SparseSae, ckpt: SaeWeights, x: torch.Tensor) -> torch.Tensor:
     """Indices identical, values and reconstructions within float32 rounding of the dense reference."""
     values, indices = sae.encode(x)
     ref_values, ref_indices, ref_recon = dense_reference_encode(ckpt, x)
@@ -68,9 +69,9 @@ def _assert_matches_reference(sae: TopKSae, ckpt: SaeCheckpoint, x: torch.Tensor
 
 
 @pytest.mark.parametrize(("feature_block", "token_chunk"), [(100, 7), (33, 1000), (512, 64), (8192, 2048)])
-def test_encode_decode_match_dense_reference(feature_block: int, token_chunk: int, ckpt: SaeCheckpoint) -> None:
+def test_encode_decode_match_dense_reference(feature_block: int, token_chunk: int, ckpt: SaeWeights) -> None:
     """Any block/chunk split (including blocks that do not divide 512) gives the reference's numbers."""
-    sae = TopKSae.from_checkpoint(ckpt, "cpu", feature_block=feature_block, token_chunk=token_chunk)
+    sae = ckpt.sparse("cpu", feature_block=feature_block, token_chunk=token_chunk)
     assert (sae.k, sae.d_in, sae.n_features) == (32, TINY_WIDTH, 512)
     values = _assert_matches_reference(sae, ckpt, _tokens(300, TINY_WIDTH, seed=1))
     # No ReLU: some rows keep negative values, some keep nothing but negative values.
@@ -79,9 +80,9 @@ def test_encode_decode_match_dense_reference(feature_block: int, token_chunk: in
     assert bool((values < 0).all(dim=1).any())
 
 
-def test_encode_runs_in_bounded_chunks(ckpt: SaeCheckpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encode_runs_in_bounded_chunks(ckpt: SaeWeights, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every dense piece is at most token_chunk x feature_block, however many tokens come in."""
-    sae = TopKSae.from_checkpoint(ckpt, "cpu", feature_block=160, token_chunk=50)
+    sae = ckpt.sparse("cpu", feature_block=160, token_chunk=50)
     shapes: list[tuple[int, ...]] = []
     original = torch.topk
 
@@ -97,9 +98,9 @@ def test_encode_runs_in_bounded_chunks(ckpt: SaeCheckpoint, monkeypatch: pytest.
     assert [sum(s[0] for s in shapes if s[1] == width) for width in (160, 32, 128)] == [3 * 1001, 1001, 1001]
 
 
-def test_standardise_reproduces_training_space(ckpt: SaeCheckpoint) -> None:
+def test_standardise_reproduces_training_space(ckpt: SaeWeights) -> None:
     """standardise=True encodes the per-dimension z-scores of the batch; decode is then in that space."""
-    sae = TopKSae.from_checkpoint(ckpt, "cpu", feature_block=100)
+    sae = ckpt.sparse("cpu", feature_block=100)
     x = _tokens(257 * 2, TINY_WIDTH, seed=3) * torch.linspace(0.1, 10, TINY_WIDTH) + 7
     x[:, 5] = 3.0  # a dimension with no spread maps to 0 rather than NaN
     z = standardise_batch(x)
@@ -116,9 +117,9 @@ def test_standardise_reproduces_training_space(ckpt: SaeCheckpoint) -> None:
     assert not torch.equal(indices, sae.encode(x)[1])
 
 
-def test_reconstruction_error(ckpt: SaeCheckpoint) -> None:
+def test_reconstruction_error(ckpt: SaeWeights) -> None:
     """sse and total_ss follow CLIP-Scope's definitions token by token."""
-    sae = TopKSae.from_checkpoint(ckpt, "cpu")
+    sae = ckpt.sparse("cpu")
     x = _tokens(40, TINY_WIDTH, seed=4)
     recon = sae.decode(*sae.encode(x))
     sse, total_ss = reconstruction_error(x, recon)
@@ -129,9 +130,9 @@ def test_reconstruction_error(ckpt: SaeCheckpoint) -> None:
     assert bool((sse >= 0).all()) and bool((sse > 0).any())
 
 
-def test_bf16_sae_returns_float32(ckpt: SaeCheckpoint) -> None:
+def test_bf16_sae_returns_float32(ckpt: SaeWeights) -> None:
     """A bf16 SAE still hands back float32 values and int64 indices that mostly agree with fp32."""
-    sae = TopKSae.from_checkpoint(ckpt, "cpu", dtype=torch.bfloat16)
+    sae = ckpt.sparse("cpu", dtype=torch.bfloat16)
     x = _tokens(64, TINY_WIDTH, seed=5)
     values, indices = sae.encode(x)
     assert values.dtype == torch.float32 and indices.dtype == torch.int64
@@ -141,9 +142,9 @@ def test_bf16_sae_returns_float32(ckpt: SaeCheckpoint) -> None:
     assert overlap / ref_indices.numel() > 0.8
 
 
-def test_rejects_wrong_width(ckpt: SaeCheckpoint) -> None:
+def test_rejects_wrong_width(ckpt: SaeWeights) -> None:
     """Activations of another width are a programming error, caught before any matmul."""
-    sae = TopKSae.from_checkpoint(ckpt, "cpu")
+    sae = ckpt.sparse("cpu")
     with pytest.raises(ValueError, match="expected activations"):
         sae.encode(torch.zeros(3, TINY_WIDTH + 1))
 
@@ -169,7 +170,7 @@ def test_real_shapes_match_dense_reference(tmp_path: Path) -> None:
     del pre_b, enc, dec
     ckpt = load_checkpoint(path)
     assert (ckpt.d_in, ckpt.n_features, ckpt.k) == (1024, 65536, 32)
-    sae = TopKSae.from_checkpoint(ckpt, "cpu")
+    sae = ckpt.sparse("cpu")
     values = _assert_matches_reference(sae, ckpt, _tokens(64, 1024, seed=8))
     assert bool((values < 0).any())
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from harness.badimages import GOOD_COLOUR, IGNORED_FILES, SAMPLE, copy_imagenet_sample, make_bad_input_folder
 from saetui import imagenet
-from saetui.decoding import SkippedImage, decode_rgb
 from saetui.errors import DataError, NotFoundError, UsageError
-from saetui.sources import FolderSource, ImageItem, ListFileSource, ParquetSource, open_source
+from saetui.ingest.decoding import SkippedImage, decode_rgb
+from saetui.ingest.sources import FolderSource, ImageItem, ListFileSource, ParquetSource, open_source
 
 
 def png_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> bytes:
@@ -115,7 +115,7 @@ def test_imagenet_metadata() -> None:
 
 def test_labelling_a_folder_does_not_import_torch() -> None:
     code = (
-        "import sys; from saetui.sources import open_source; "
+        "import sys; from saetui.ingest.sources import open_source; "
         f"items = list(open_source({str(SAMPLE)!r}).items()); "
         "assert items[0].label == 'great white shark', items[0]; "
         "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules; print(len(items))"

@@ -14,7 +14,7 @@ import saetui
 from harness.fakehub import FetchedCache
 from harness.handbuilt import build_db
 from harness.tiny import tiny_model_repo_files, tiny_sae_tensors, write_files
-from saetui.model import load_clip
+from saetui.models.trunk import load_clip
 from saetui.stats import SaeFiles, StatsOptions, compute_stats
 from saetui.stats.lens import prompt_templates, text_embeddings
 

@@ -145,7 +145,7 @@ def test_keys_ascend_through_the_table() -> None:
     """Consecutive keys grow (what lets DuckDB store gaps), while features come back unchanged."""
     layout = CodeLayout(4, 65_536)
     features = np.array([[1, 5, 9, 65_535], [0, 2, 3, 4], [7, 8, 100, 200]])
-    keys = layout.encode(np.array([10, 11, 12]), features)
+    keys = layout.encode(np.repeat(np.array([10, 11, 12]), 4), features.reshape(-1)).reshape(3, 4)
     assert keys.dtype == np.uint32 and np.all(np.diff(keys.reshape(-1).astype(np.int64)) > 0)
     assert keys.max() < 2**31
     assert np.array_equal(layout.decode(keys), features)

@@ -12,8 +12,9 @@ For every token x (a d-dim residual-stream vector) with reconstruction r and SSE
 - dead fraction = share of features with no value > 0 on any token of the set.
 
 Raw mode feeds the activations as they are (what the reference and `saetui index` do). Standardised mode
-z-scores every batch of whole images per dimension first (saetui.sae.standardise_batch), as CLIP-Scope training
-did with its 128-image batches; the hub README's MSE / explained-variance table is stated in that space.
+z-scores every batch of whole images per dimension first (saetui.families.sparse.standardise_batch), as
+CLIP-Scope training did with its 128-image batches; the hub README's MSE / explained-variance table is stated in
+that space.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 
 from saetui.device import to_host
+from saetui.families.sparse import reconstruction_error
 from saetui.registry import BUILT_IN, SCOPE_REPO, SaeSpec
-from saetui.sae import reconstruction_error
 
 MODES: tuple[str, ...] = ("raw", "standardised")
 METRICS: tuple[str, ...] = ("sum_mse", "explained_variance", "normalised_mse", "l0", "dead_fraction")

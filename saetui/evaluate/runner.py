@@ -1,6 +1,6 @@
 """`evaluate`: one pass of a labelled image source through CLIP with the SAE spliced in, and every eval metric.
 
-Images are decoded and preprocessed by the index engine's own stage (saetui.pipeline: a thread pool ahead of
+Images are decoded and preprocessed by the index engine's own stage (saetui.ingest.pipeline: a thread pool ahead of
 the model, the exact crop and normalisation `saetui index` uses). Each batch then runs once through the full
 open_clip model with the splice hook (saetui.evaluate.splice) fanning it out into the three conditions; the
 hooked block's activations feed the reconstruction metrics in raw and batch-standardised mode. Scoring against
@@ -28,10 +28,10 @@ from saetui.evaluate.downstream import LABEL_SETS, Downstream, DownstreamResult,
 from saetui.evaluate.reconstruction import MODES, ReconstructionResult, ReconstructionTotals, readme_figures
 from saetui.evaluate.splice import SaeSplice, hooked_block
 from saetui.hub import FetchedSae
-from saetui.index import default_workers, preprocessing_warning, reason_kind
-from saetui.pipeline import batched, prepare, prepared_in_order
+from saetui.ingest.indexer import default_workers, preprocessing_warning, reason_kind
+from saetui.ingest.pipeline import batched, prepare, prepared_in_order
+from saetui.ingest.sources import ImageSource
 from saetui.progress import Progress
-from saetui.sources import ImageSource
 from saetui.stats.options import SINGLE_TEMPLATE
 
 PROMPT = SINGLE_TEMPLATE  # "A photo of a {label}."
@@ -91,13 +91,13 @@ def evaluate(
     log: TextIO | None = None,
 ) -> EvalReport:
     """Evaluate the fetched SAE on the source's images (see the module docstring); progress goes to log."""
-    from saetui.checkpoint import load_checkpoint
     from saetui.device import resolve_device, to_device
+    from saetui.families.clip_scope import load_checkpoint
+    from saetui.families.sparse import standardise_batch
     from saetui.imagenet import class_names
-    from saetui.model import load_clip, resolve_precision
+    from saetui.models.preprocess import load_preprocessing
+    from saetui.models.trunk import load_clip, resolve_precision
     from saetui.paths import cache_dir, file_identity
-    from saetui.preprocess import load_preprocessing
-    from saetui.sae import TopKSae, standardise_batch
     from saetui.stats.lens import logit_scale, text_embeddings
 
     options = options or EvalOptions()
@@ -120,7 +120,7 @@ def evaluate(
             "the SAE belongs to another model: fix the model of the SAE entry",
         )
     alignment = neuron_alignment(checkpoint.enc.to(device), block.mlp.c_proj.weight)
-    sae = TopKSae.from_checkpoint(checkpoint, device=device)
+    sae = checkpoint.sparse(device=device)
     n_features, d_in, k = checkpoint.n_features, checkpoint.d_in, checkpoint.k
     del checkpoint
 

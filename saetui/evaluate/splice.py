@@ -16,8 +16,8 @@ from types import TracebackType
 import torch
 
 from saetui.errors import DataError
-from saetui.model import blocks_are_sequence_first
-from saetui.sae import TopKSae
+from saetui.families.sparse import SparseSae
+from saetui.models.trunk import blocks_are_sequence_first
 
 CONDITIONS: tuple[str, ...] = ("original", "reconstruction", "reconstruction+error")
 
@@ -39,7 +39,7 @@ def hooked_block(model: torch.nn.Module, layer: int) -> torch.nn.Module:
 class SaeSplice:
     """A context manager that hooks the SAE into one block and fans every batch out into the three conditions."""
 
-    def __init__(self, model: torch.nn.Module, layer: int, sae: TopKSae) -> None:
+    def __init__(self, model: torch.nn.Module, layer: int, sae: SparseSae) -> None:
         """Prepare the hook on the model's vision block `layer` (registered on entering the context)."""
         self.block = hooked_block(model, layer)
         self.batch_first = not blocks_are_sequence_first(model.visual.transformer)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saetui.checkpoint import SaeCheckpoint
 from saetui.device import module_device, to_device, to_host
+from saetui.families.weights import SaeWeights
 from saetui.stats.options import SINGLE_TEMPLATE
 
 BLOCK = 4096  # features per block when ranking labels
@@ -71,21 +71,24 @@ def text_embeddings(
     return out
 
 
-def directions(checkpoint: SaeCheckpoint, kind: str) -> torch.Tensor:
+def directions(checkpoint: SaeWeights, kind: str) -> torch.Tensor:
     """Feature directions [n_features, d_in] in the residual stream for a lens variant."""
     if kind == "decoder":
         return checkpoint.dec.float()
     if kind == "encoder":
         return checkpoint.enc.float().T
-    return checkpoint.dec.float() + checkpoint.pre_b.float()[None, :]
+    bias = checkpoint.b_dec if checkpoint.b_dec is not None else torch.zeros(checkpoint.d_in)
+    return checkpoint.dec.float() + bias.float()[None, :]
 
 
-def joint_embeddings(model: torch.nn.Module, rows: torch.Tensor, ln: bool) -> torch.Tensor:
+def joint_embeddings(model: torch.nn.Module, rows: torch.Tensor, ln: bool, projected: bool = False) -> torch.Tensor:
     """Directions (host rows) mapped into the joint space on the model's device (ln_post optional, then proj),
-    L2-normalised."""
+    L2-normalised; directions of an SAE on the pooled embedding already are in that space (projected=True)."""
     visual = model.visual
     with torch.no_grad():
         x = to_device(rows, visual.proj.device, visual.proj.dtype)
+        if projected:
+            return torch.nn.functional.normalize(x.float(), dim=-1)
         if ln:
             x = visual.ln_post(x)
         return torch.nn.functional.normalize((x @ visual.proj).float(), dim=-1)

@@ -58,8 +58,8 @@ def model_steps(
         return out
     import torch
 
-    from saetui.checkpoint import load_checkpoint
     from saetui.device import resolve_device, to_host
+    from saetui.families.loading import load_sae
     from saetui.stats.directions import save_unit_rows
     from saetui.stats.lens import (
         directions,
@@ -70,12 +70,13 @@ def model_steps(
         text_embeddings,
     )
     from saetui.stats.neighbours import cached_neighbours
+    from saetui.stats.run_info import run_spec
 
     ckpt_key = file_identity(files.checkpoint_path)
     decoder_path = cache_root / "directions" / f"{ckpt_key}-decoder.npy"
     checkpoint = None
     if not decoder_path.is_file() or options.lens:
-        checkpoint = load_checkpoint(files.checkpoint_path)
+        checkpoint = load_sae(files.spec or run_spec(run), files.checkpoint_path, files.config_path)
         if checkpoint.n_features != run.n_features:
             raise DataError(
                 f"checkpoint {files.checkpoint_path} has {checkpoint.n_features} features, "
@@ -103,7 +104,7 @@ def model_steps(
         return out
     if files.model_dir is None:
         raise DataError("the logit lens needs the model files", "pass --no-lens or fetch the SAE's model")
-    from saetui.model import WEIGHT_FILES, load_clip
+    from saetui.models.trunk import WEIGHT_FILES, load_clip
 
     model = load_clip(files.model_dir, resolve_device(device))
     weights = next(files.model_dir / name for name in WEIGHT_FILES if (files.model_dir / name).is_file())
@@ -115,7 +116,10 @@ def model_steps(
     with torch.no_grad():
         rows = directions(checkpoint, options.lens_direction)
         embeddings = torch.cat(
-            [joint_embeddings(model, rows[s : s + 8192], options.lens_ln) for s in range(0, rows.shape[0], 8192)]
+            [
+                joint_embeddings(model, rows[s : s + 8192], options.lens_ln, projected=run.hook == "pooled")
+                for s in range(0, rows.shape[0], 8192)
+            ]
         )
     variant = f"{options.lens_direction}-{'ln' if options.lens_ln else 'noln'}"
     lens_path = cache_root / "directions" / f"{ckpt_key}-{model_key}-{variant}-lens.npy"

@@ -10,6 +10,7 @@ import duckdb
 
 from saetui.errors import DataError, NotFoundError
 from saetui.paths import cache_dir, file_identity, hub_cache
+from saetui.registry import SaeSpec
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class RunInfo:
     layer: int | None
     k: int | None
     tokens: str | None  # stored token set: all | cls | patches
+    family: str = "clip-scope"
+    hook: str = "resid_post"
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,14 @@ class SaeFiles:
 
     checkpoint_path: Path
     model_dir: Path | None
+    spec: SaeSpec | None = None  # the entry the run was indexed with (its family decides how the file reads)
+    config_path: Path | None = None  # the family's config file beside the checkpoint, where it has one
 
     def identity(self) -> list[str]:
         """What the derived tables depend on in these files: the checkpoint's identity and the model folder."""
         model = None if self.model_dir is None else str(Path(self.model_dir).resolve())
-        return [file_identity(self.checkpoint_path), str(model)]
+        config = None if self.config_path is None else file_identity(self.config_path)
+        return [file_identity(self.checkpoint_path), str(model)] + ([config] if config else [])
 
 
 def _first(row: dict[str, Any], *names: str) -> Any:
@@ -75,6 +81,27 @@ def read_run(con: duckdb.DuckDBPyConnection) -> RunInfo:
         layer=_first(row, "layer"),
         k=_first(row, "k"),
         tokens=_first(row, "tokens", "token_set"),
+        family=_first(row, "sae_family") or "clip-scope",
+        hook=_first(row, "hook") or "resid_post",
+    )
+
+
+def run_spec(run: RunInfo) -> SaeSpec:
+    """The registry entry a run was indexed with: the named entry when it still exists, else one from the run."""
+    from saetui.registry import all_specs
+
+    for spec in all_specs():
+        if spec.name == run.sae_name and spec.family == run.family:
+            return spec
+    return SaeSpec(
+        name=run.sae_name or run.sae_repo or "sae",
+        repo_id=run.sae_repo or "unknown/unknown",
+        model=run.model or "",
+        layer=run.layer or 0,
+        file=run.sae_file,
+        family=run.family,
+        hook=run.hook,
+        k=run.k or None,
     )
 
 
@@ -99,6 +126,22 @@ def cached_sae_files(run: RunInfo, cache: str | Path | None = None) -> SaeFiles:
             cache_dir=hub_dir,
             local_files_only=True,
         )
+        spec = run_spec(run)
+        sae_config = None
+        if spec.config_file is not None or run.family in ("vit-prisma", "dictionary_learning"):
+            folder = run.sae_file.rsplit("/", 1)[0] + "/" if "/" in run.sae_file else ""
+            sae_config = hf_hub_download(
+                run.sae_repo,
+                folder + "config.json",
+                revision=run.sae_revision,
+                cache_dir=hub_dir,
+                local_files_only=True,
+            )
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         raise NotFoundError(f"the files of SAE {run.sae_name or run.sae_repo} are not in {hub_dir}", hint) from None
-    return SaeFiles(checkpoint_path=Path(checkpoint), model_dir=Path(config).parent)
+    return SaeFiles(
+        checkpoint_path=Path(checkpoint),
+        model_dir=Path(config).parent,
+        spec=spec,
+        config_path=Path(sae_config) if sae_config else None,
+    )

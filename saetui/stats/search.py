@@ -22,7 +22,7 @@ from saetui.stats.run_info import cached_sae_files, read_run
 @functools.lru_cache(maxsize=2)
 def _model(model_dir: str, device: object):  # noqa: ANN202 - an open_clip model; torch types stay out of module scope
     """The CLIP model of a local folder on a device, loaded once per process."""
-    from saetui.model import load_clip
+    from saetui.models.trunk import load_clip
 
     return load_clip(Path(model_dir), device)
 

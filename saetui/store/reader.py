@@ -15,12 +15,15 @@ from saetui.store.schema import CodeLayout, read_layout
 
 @dataclass(frozen=True)
 class TokenCodes:
-    """Stored tokens as arrays: N rows, each with its k (feature, value) pairs sorted by feature."""
+    """Stored tokens as arrays: N rows of K slots, each row's pairs sorted by feature, unused slots (0, 0.0) after.
+
+    K is the most pairs any row of the chunk holds; an unused slot has value 0, so it is never active.
+    """
 
     image_id: np.ndarray  # [N] int32
     token: np.ndarray  # [N] int16
-    features: np.ndarray  # [N, k] int32
-    values: np.ndarray  # [N, k] float32
+    features: np.ndarray  # [N, K] int32
+    values: np.ndarray  # [N, K] float32
     sse: np.ndarray  # [N] float32
     total_ss: np.ndarray  # [N] float32
 
@@ -57,35 +60,54 @@ def image_codes(con: duckdb.DuckDBPyConnection, image_id: int) -> TokenCodes:
     chunks = list(iter_token_codes(con, "image_id = ?", [image_id]))
     if len(chunks) == 1:
         return chunks[0]
-    k = code_layout(con).k
     if not chunks:
         empty = np.empty(0, np.float32)
+        width = code_layout(con).k
         return TokenCodes(
             np.empty(0, np.int32),
             np.empty(0, np.int16),
-            np.empty((0, k), np.int32),
-            np.empty((0, k), np.float32),
+            np.empty((0, width), np.int32),
+            np.empty((0, width), np.float32),
             empty,
             empty,
         )
-    return TokenCodes(*(np.concatenate(parts) for parts in zip(*(_fields(c) for c in chunks), strict=True)))
+    width = max(chunk.features.shape[1] for chunk in chunks)
+    return TokenCodes(
+        np.concatenate([c.image_id for c in chunks]),
+        np.concatenate([c.token for c in chunks]),
+        np.concatenate([_widen(c.features, width) for c in chunks]),
+        np.concatenate([_widen(c.values, width) for c in chunks]),
+        np.concatenate([c.sse for c in chunks]),
+        np.concatenate([c.total_ss for c in chunks]),
+    )
 
 
-def _fields(codes: TokenCodes) -> tuple[np.ndarray, ...]:
-    """The arrays of a TokenCodes in field order."""
-    return codes.image_id, codes.token, codes.features, codes.values, codes.sse, codes.total_ss
+def _widen(array: np.ndarray, width: int) -> np.ndarray:
+    """[N, K] padded with zeros to [N, width]."""
+    return np.pad(array, ((0, 0), (0, width - array.shape[1])))
+
+
+def _padded(column: pa.Array, dtype: type) -> np.ndarray:
+    """[N, K] array of a list column (fixed-size or variable), rows padded with zeros to the longest."""
+    if pa.types.is_fixed_size_list(column.type):
+        return column.flatten().to_numpy(zero_copy_only=False).astype(dtype).reshape(len(column), column.type.list_size)
+    offsets = column.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(dtype)
+    width = int(lengths.max()) if len(lengths) else 0
+    out = np.zeros((len(column), width), dtype=dtype)
+    out[np.arange(width)[None, :] < lengths[:, None]] = flat
+    return out
 
 
 def _decode(batch: pa.RecordBatch, layout: CodeLayout) -> TokenCodes:
     """Turn one Arrow batch of token_codes rows into arrays, taking feature ids out of their keys."""
-    k = layout.k
-    keys = batch.column("feature_keys").flatten().to_numpy().reshape(-1, k)
-    values = batch.column("feature_values").flatten().to_numpy().reshape(-1, k)
+    keys = _padded(batch.column("feature_keys"), layout.key_dtype)
     return TokenCodes(
         image_id=batch.column("image_id").to_numpy(),
         token=batch.column("token").to_numpy(),
         features=layout.decode(keys),
-        values=values,
+        values=_padded(batch.column("feature_values"), np.float32),
         sse=batch.column("sse").to_numpy(),
         total_ss=batch.column("total_ss").to_numpy(),
     )

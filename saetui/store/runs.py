@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import numbers
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -12,13 +14,18 @@ import numpy as np
 
 from saetui import __version__
 from saetui.errors import DataError
+from saetui.models.hooks import TOKEN_SETS
 from saetui.store.schema import RUN_COLUMNS, CodeLayout
 
 # Settings every run in one database must share: they decide what a stored (feature, value) pair means.
 COMPATIBILITY_KEYS = (
+    "sae_family",
     "model_id",
     "pretrained",
     "layer",
+    "hook",
+    "grid_rows",
+    "grid_cols",
     "sae_repo",
     "sae_file",
     "d_in",
@@ -29,13 +36,14 @@ COMPATIBILITY_KEYS = (
     "std",
     "image_size",
     "standardise",
+    "normalisation",
+    "preprocess_reference",
 )
 # A run over the same source with these settings is continued instead of starting a new one.
 RESUME_KEYS = (*COMPATIBILITY_KEYS, "precision")
 # Columns the writer fills itself; the rest come from the caller's settings.
 _MANAGED = ("run_id", "status", "started_at", "finished_at", "source", "source_items")
 SETTING_KEYS = tuple(name for name in RUN_COLUMNS if name not in _MANAGED)
-TOKEN_SETS = ("all", "cls", "patches")
 
 
 def utc_now() -> dt.datetime:
@@ -72,8 +80,8 @@ def normalise_settings(settings: Mapping[str, object]) -> dict[str, object]:
 def code_layout(settings: Mapping[str, object]) -> CodeLayout:
     """The code layout of normalised run settings."""
     k, n_features = settings["k"], settings["n_features"]
-    if not isinstance(k, int) or not isinstance(n_features, int) or k > n_features:
-        raise ValueError(f"k = {k!r} and n_features = {n_features!r} do not describe a top-k SAE")
+    if not isinstance(k, int) or not isinstance(n_features, int) or not 0 <= k <= n_features:
+        raise ValueError(f"k = {k!r} (0: unbounded) and n_features = {n_features!r} do not describe an SAE")
     return CodeLayout(k=k, n_features=n_features)
 
 
@@ -84,6 +92,14 @@ def check_compatible(con: duckdb.DuckDBPyConnection, db: Path, settings: Mapping
     if not rows:
         return
     run_id, *stored = rows[0]
+    old_family = stored[COMPATIBILITY_KEYS.index("sae_family")] or "clip-scope"
+    new_family = settings.get("sae_family") or "clip-scope"
+    if old_family != new_family:
+        raise DataError(
+            f"{db} holds codes of a {old_family} SAE and this run's SAE is {new_family}: one database holds one "
+            "SAE's codes",
+            "index into another --db (saetui compare puts two databases side by side)",
+        )
     differences = [
         f"{key} {_show(old)} in the database vs {_show(settings.get(key))} now"
         for key, old in zip(COMPATIBILITY_KEYS, stored, strict=True)
@@ -169,3 +185,33 @@ def _show(value: object) -> str:
     if isinstance(normal, float):
         return f"{normal:g}"
     return str(normal)
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """The token layout of a database's runs: token 0 is CLS (or the pooled embedding), then rows x cols patches."""
+
+    rows: int  # 0 for a pooled embedding
+    cols: int
+
+    @property
+    def n_tokens(self) -> int:
+        """Positions per image: CLS plus the patches."""
+        return self.rows * self.cols + 1
+
+    def describe(self) -> str:
+        """E.g. '7 x 7 patches + CLS' or 'pooled embedding'."""
+        return f"{self.rows} x {self.cols} patches + CLS" if self.rows else "one pooled embedding"
+
+
+def token_grid(con: duckdb.DuckDBPyConnection) -> TokenGrid:
+    """The patch grid the database's runs recorded (a schema-2 database: the square its largest token implies)."""
+    columns = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE runs)").fetchall()}
+    if "grid_rows" in columns:
+        row = con.execute("SELECT grid_rows, grid_cols FROM runs WHERE grid_rows IS NOT NULL LIMIT 1").fetchall()
+        if row:
+            return TokenGrid(int(row[0][0]), int(row[0][1]))
+    last = con.execute("SELECT coalesce(max(token), 256) FROM token_codes").fetchall()[0][0]
+    side = math.isqrt(int(last))
+    side = side if side * side == last else 16
+    return TokenGrid(side, side)

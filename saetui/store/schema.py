@@ -7,10 +7,11 @@ IndexWriter, 257 tokens x k = 32 of 65,536 features, 96 px JPEG thumbnails, Duck
       feature_values 27.1 KB (26.3 bits/value)   feature_keys 14.8 KB (14.4 bits/key)   sse + total_ss 1.7 KB
       token 0.4 KB   thumbnail 2.6 KB   path, label, hash, ... 0.2 KB
 
-* `token_codes` holds ONE ROW PER STORED TOKEN with fixed-size arrays: image_id, token, `feature_keys
-  UINTEGER[k]`, `feature_values FLOAT[k]`, sse, total_ss. image_id and token then cost almost nothing; a long
+* `token_codes` holds ONE ROW PER STORED TOKEN with lists: image_id, token, `feature_keys UINTEGER[]`,
+  `feature_values FLOAT[]`, sse, total_ss. image_id and token then cost almost nothing; a long
   image_id/token/feature/value table measured 52-73 KB per image (its token column alone took 2.4 bits per pair).
-  LIST instead of ARRAY measured the same; ARRAY keeps k fixed.
+  Lists (schema 3) hold any number of pairs per token, so ReLU SAEs store every active latent; fixed-size ARRAYs
+  (schema 2, TopK only) measured the same size and are still read.
 * Values stay exact float32. DuckDB picks ALPRD (26.3 bits); ALP gave 33, RLE 48, a split into exponent and
   mantissa columns 28.9, and per-token power-of-two rescaling or any sort order no gain: the 23 mantissa bits of a
   float32 matmul output are noise. DuckDB has no zstd or dictionary codec for numbers.
@@ -33,7 +34,8 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: images and skipped carry item_key, the source's stable identity of each item
+SCHEMA_VERSION = 3  # 3: codes are lists (any number of pairs per token); runs record family, hook and grid
+# 2: images and skipped carry item_key, the source's stable identity of each item
 
 # The runs table: every setting the index engine may record, with its SQL type.
 RUN_COLUMNS: dict[str, str] = {
@@ -47,6 +49,10 @@ RUN_COLUMNS: dict[str, str] = {
     "pretrained": "VARCHAR",
     "model_revision": "VARCHAR",
     "layer": "INTEGER",
+    "hook": "VARCHAR",
+    "grid_rows": "INTEGER",
+    "grid_cols": "INTEGER",
+    "sae_family": "VARCHAR",
     "sae_name": "VARCHAR",
     "sae_repo": "VARCHAR",
     "sae_file": "VARCHAR",
@@ -55,6 +61,12 @@ RUN_COLUMNS: dict[str, str] = {
     "d_in": "INTEGER",
     "n_features": "INTEGER NOT NULL",
     "k": "INTEGER NOT NULL",
+    "activation": "VARCHAR",
+    "normalisation": "VARCHAR",
+    "keep_top": "INTEGER",
+    "input_mean": "DOUBLE[]",
+    "input_scale": "DOUBLE",
+    "approximate": "VARCHAR",
     "tokens": "VARCHAR NOT NULL",
     "precision": "VARCHAR",
     "device": "VARCHAR",
@@ -62,6 +74,7 @@ RUN_COLUMNS: dict[str, str] = {
     "mean": "DOUBLE[3]",
     "std": "DOUBLE[3]",
     "preprocess_source": "VARCHAR",
+    "preprocess_reference": "VARCHAR",
     "image_size": "INTEGER",
     "standardise": "BOOLEAN",
     "saetui_version": "VARCHAR",
@@ -77,9 +90,9 @@ VIEWS = ("activations", "token_errors")
 
 @dataclass(frozen=True)
 class CodeLayout:
-    """How one database packs its (feature, value) pairs: k per token and the feature-key encoding."""
+    """How one database packs its (feature, value) pairs: the most pairs per token and the feature-key encoding."""
 
-    k: int
+    k: int  # the most pairs a token keeps (TopK k or --keep-top), 0 when unbounded (every active latent)
     n_features: int
 
     @property
@@ -108,11 +121,11 @@ class CodeLayout:
         return (1 << self.feature_bits) - 1
 
     def encode(self, serials: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """Keys for features [N, k] (each row ascending) of the rows with the given serial numbers [N]."""
+        """Keys for pairs: features [N] (ascending within a row) of the rows with the given serial numbers [N]."""
         # One bit fewer than the key holds: DuckDB's delta bit-packing needs the keys inside the signed range.
         serial_mask = (1 << (self.key_bits - 1 - self.feature_bits)) - 1
         high = (serials.astype(np.uint64) & np.uint64(serial_mask)) << np.uint64(self.feature_bits)
-        return (high[:, None] | features.astype(np.uint64)).astype(self.key_dtype)
+        return (high | features.astype(np.uint64)).astype(self.key_dtype)
 
     def decode(self, keys: np.ndarray) -> np.ndarray:
         """Feature ids (int32) from keys."""
@@ -122,7 +135,6 @@ class CodeLayout:
 def create_schema(con: duckdb.DuckDBPyConnection, layout: CodeLayout) -> None:
     """Create every table and view of an empty database for the given code layout."""
     run_columns = ",\n  ".join(f'"{name}" {sql}' for name, sql in RUN_COLUMNS.items())
-    k = layout.k
     statements = [
         "CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
         f"CREATE TABLE runs (\n  {run_columns}\n)",
@@ -131,8 +143,8 @@ def create_schema(con: duckdb.DuckDBPyConnection, layout: CodeLayout) -> None:
   content_hash VARCHAR, source VARCHAR, source_row BIGINT, item_key VARCHAR NOT NULL, run_id INTEGER NOT NULL,
   thumbnail BLOB)""",
         f"""CREATE TABLE token_codes (
-  image_id INTEGER NOT NULL, token SMALLINT NOT NULL, feature_keys {layout.key_sql_type}[{k}] NOT NULL,
-  feature_values FLOAT[{k}] NOT NULL, sse FLOAT NOT NULL, total_ss FLOAT NOT NULL)""",
+  image_id INTEGER NOT NULL, token SMALLINT NOT NULL, feature_keys {layout.key_sql_type}[] NOT NULL,
+  feature_values FLOAT[] NOT NULL, sse FLOAT NOT NULL, total_ss FLOAT NOT NULL)""",
         """CREATE TABLE batch_moments (
   run_id INTEGER NOT NULL, first_image_id INTEGER NOT NULL, last_image_id INTEGER NOT NULL,
   tokens BIGINT NOT NULL, sum_sq DOUBLE NOT NULL, sum_x DOUBLE[] NOT NULL)""",

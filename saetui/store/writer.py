@@ -263,19 +263,25 @@ class IndexWriter:
         total_ss: np.ndarray,
         skipped: Sequence[SkippedItem],
     ) -> dict[str, pa.Table]:
-        """Check a batch's arrays and build the Arrow tables to insert, keyed by target table."""
-        k = self.layout.k
+        """Check a batch's arrays and build the Arrow tables to insert, keyed by target table.
+
+        features and values are [images, tokens, K] with the unused slots of a token marked by feature -1.
+        """
         count = len(images)
         tokens = np.asarray(tokens)
         features = np.asarray(features)
         values = np.asarray(values, dtype=np.float32)
         if tokens.ndim != 1:
             raise ValueError(f"tokens must be one-dimensional, not of shape {tokens.shape}")
-        pair_shape = (count, tokens.shape[0], k)
-        token_shape = pair_shape[:2]
+        token_shape = (count, tokens.shape[0])
+        if features.ndim != 3 or features.shape[:2] != token_shape:
+            raise ValueError(f"features has shape {features.shape}, expected {(*token_shape, 'K')}")
+        if self.layout.k and features.shape[2] > self.layout.k:
+            raise ValueError(
+                f"features has {features.shape[2]} pairs per token, the database keeps at most {self.layout.k}"
+            )
         for name, array, shape in (
-            ("features", features, pair_shape),
-            ("values", values, pair_shape),
+            ("values", values, features.shape),
             ("sse", sse, token_shape),
             ("total_ss", total_ss, token_shape),
         ):
@@ -283,8 +289,8 @@ class IndexWriter:
                 raise ValueError(f"{name} has shape {np.shape(array)}, expected {shape}")
         if not np.issubdtype(features.dtype, np.integer):
             raise ValueError(f"features must be integers, not {features.dtype}")
-        if features.size and (features.min() < 0 or features.max() >= self.layout.n_features):
-            raise ValueError(f"features must lie in [0, {self.layout.n_features})")
+        if features.size and (features.min() < -1 or features.max() >= self.layout.n_features):
+            raise ValueError(f"features must lie in [0, {self.layout.n_features}) (-1 marks an unused slot)")
         tables: dict[str, pa.Table] = {}
         if count:
             tables["images"] = self._images_table(images)
@@ -330,21 +336,28 @@ class IndexWriter:
         sse: np.ndarray,
         total_ss: np.ndarray,
     ) -> pa.Table:
-        """The token_codes rows of a batch: pairs sorted by feature within each token, features as keys."""
-        k = self.layout.k
-        count, n_tokens = features.shape[:2]
-        order = np.argsort(features, axis=2)
-        sorted_features = np.take_along_axis(features, order, axis=2).reshape(-1, k)
-        sorted_values = np.ascontiguousarray(np.take_along_axis(values, order, axis=2)).reshape(-1)
+        """The token_codes rows of a batch: each token's kept pairs sorted by feature, features as keys."""
+        count, n_tokens, width = features.shape
+        rows = count * n_tokens
+        flat_features = features.reshape(rows, width).astype(np.int64)
+        order = np.argsort(np.where(flat_features < 0, np.iinfo(np.int64).max, flat_features), axis=1, kind="stable")
+        sorted_features = np.take_along_axis(flat_features, order, axis=1)
+        sorted_values = np.take_along_axis(values.reshape(rows, width), order, axis=1)
+        kept = sorted_features >= 0
+        lengths = kept.sum(axis=1)
+        offsets = np.zeros(rows + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
         image_ids = np.array([r.image_id for r in images], dtype=np.int64)
         serials = (image_ids[:, None] * n_tokens + np.arange(n_tokens)).reshape(-1)
-        keys = self.layout.encode(serials, sorted_features).reshape(-1)
+        keys = self.layout.encode(np.repeat(serials, lengths), sorted_features[kept])
         return pa.table(
             {
                 "image_id": pa.array(np.repeat(image_ids.astype(np.int32), n_tokens)),
                 "token": pa.array(np.tile(tokens.astype(np.int16), count)),
-                "feature_keys": pa.FixedSizeListArray.from_arrays(pa.array(keys), k),
-                "feature_values": pa.FixedSizeListArray.from_arrays(pa.array(sorted_values), k),
+                "feature_keys": pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys)),
+                "feature_values": pa.ListArray.from_arrays(
+                    pa.array(offsets), pa.array(np.ascontiguousarray(sorted_values[kept], dtype=np.float32))
+                ),
                 "sse": pa.array(np.asarray(sse, dtype=np.float32).reshape(-1)),
                 "total_ss": pa.array(np.asarray(total_ss, dtype=np.float32).reshape(-1)),
             }
@@ -382,7 +395,8 @@ def _prepare_schema(
     runs.check_compatible(con, db, settings)
     if existing != layout:
         raise DataError(
-            f"{db} stores k={existing.k} of {existing.n_features} features, this run has k={layout.k} of "
+            f"{db} keeps at most {existing.k or 'every'} pairs per token of {existing.n_features} features, this run "
+            f"{layout.k or 'every'} of "
             f"{layout.n_features}",
             "use another --db, or --overwrite to replace it",
         )

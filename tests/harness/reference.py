@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from saetui.checkpoint import SaeCheckpoint
+from saetui.families.weights import SaeWeights
 
 
 def open_clip_to_hf(state_dict: dict[str, torch.Tensor], cfg: dict[str, Any]):
@@ -84,9 +84,9 @@ def hf_hidden_states(model, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return model(pixel_values=pixels, output_hidden_states=True).hidden_states
 
 
-def dense_reference_encode(ckpt: SaeCheckpoint, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dense_reference_encode(ckpt: SaeWeights, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """clipscope's TopKSAE forward in fp32: (top-k values [T, k], top-k indices [T, k], recon [T, d])."""
-    pre_b, enc, dec = ckpt.pre_b.float(), ckpt.enc.float(), ckpt.dec.float()
+    pre_b, enc, dec = ckpt.input_bias.float(), ckpt.enc.float(), ckpt.dec.float()
     pre_activation = (x.float() - pre_b) @ enc  # dense [T, n_features], no ReLU
     top = torch.topk(pre_activation, k=ckpt.k, dim=-1)
     latent = torch.zeros((x.shape[0], dec.shape[0]), dtype=dec.dtype)

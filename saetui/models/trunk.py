@@ -1,4 +1,4 @@
-"""The open_clip vision tower run only up to the hooked block, device/precision choice, and the full model."""
+"""The open_clip vision tower run only up to its hook point (saetui.models.hooks), precision, and the full model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from saetui.device import resolve_device
 from saetui.errors import DataError, NotFoundError, UsageError
+from saetui.models.hooks import HookPoint
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -41,9 +42,12 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
     return model_cfg
 
 
-def model_width(model_dir: Path) -> int:
-    """Residual-stream width of the vision tower, read from open_clip_config.json (builds nothing)."""
-    return int(read_model_config(model_dir)["vision_cfg"].get("width", 768))
+def hook_width(model_dir: Path, site: str = "resid_post") -> int:
+    """Width of the activations at a hook site (the embedding size for pooled), from open_clip_config.json."""
+    config = read_model_config(model_dir)
+    if site == "pooled":
+        return int(config.get("embed_dim", 512))
+    return int(config["vision_cfg"].get("width", 768))
 
 
 def _weights_path(model_dir: Path) -> Path:
@@ -113,31 +117,49 @@ def blocks_are_sequence_first(transformer: torch.nn.Module) -> bool:
 
 
 class VisionTrunk(torch.nn.Module):
-    """open_clip's ViT vision tower cut after block `layer`: returns the residual stream there."""
+    """open_clip's ViT vision tower run up to a hook point: returns the activations there, every token."""
 
-    def __init__(self, visual: torch.nn.Module, layer: int, device: torch.device, dtype: torch.dtype) -> None:
-        """Wrap a vision tower already truncated to layer + 1 blocks, without ln_post or proj."""
+    def __init__(self, visual: torch.nn.Module, hook: HookPoint, device: torch.device, dtype: torch.dtype) -> None:
+        """Wrap a vision tower already truncated to the hook's block (complete for the pooled embedding)."""
         super().__init__()
         self.visual = visual
-        self.layer = layer
-        self.width = int(visual.conv1.out_channels)
+        self.hook = hook
+        self.layer = hook.layer
         grid_h, grid_w = visual.grid_size
-        self.n_tokens = grid_h * grid_w + 1
+        self.grid = (int(grid_h), int(grid_w))
+        self.n_tokens = 1 if hook.site == "pooled" else grid_h * grid_w + 1
+        self.width = int(visual.output_dim) if hook.site == "pooled" else int(visual.conv1.out_channels)
         self.device = device
         self.dtype = dtype
         self.sequence_first = blocks_are_sequence_first(visual.transformer)
+        last = visual.transformer.resblocks[-1]
+        if hook.site in ("mlp_out", "attn_out") and not all(
+            hasattr(last, name) for name in ("ln_1", "attention", "ls_1", "ln_2", "mlp", "ls_2")
+        ):
+            raise DataError(
+                f"cannot hook {hook.name()}: block {type(last).__name__} is not open_clip's ResidualAttentionBlock",
+                "use resid_post with this model",
+            )
 
     @classmethod
     def from_dir(
-        cls, model_dir: Path, layer: int, device: str | torch.device = "auto", precision: str = "fp32"
+        cls,
+        model_dir: Path,
+        layer: int,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        site: str = "resid_post",
     ) -> VisionTrunk:
-        """Build blocks 0..layer of a local open_clip model folder's vision tower and load their weights."""
+        """Build the blocks of a local open_clip model folder's vision tower the hook needs and load their weights."""
         import open_clip
 
         model_dir = Path(model_dir)
         model_cfg = read_model_config(model_dir)
         vision_cfg = dict(model_cfg["vision_cfg"])
         n_layers = int(vision_cfg.get("layers", 12))
+        pooled = site == "pooled"
+        layer = n_layers - 1 if pooled else layer
+        hook = HookPoint(layer, site)
         if not 0 <= layer < n_layers:
             raise UsageError(
                 f"layer {layer} does not exist: the vision tower has blocks 0..{n_layers - 1}",
@@ -155,8 +177,9 @@ class VisionTrunk(torch.nn.Module):
             )
         if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
             raise DataError(f"{model_dir}: unsupported vision tower {type(visual).__name__}", "use a ViT CLIP model")
-        visual.ln_post = torch.nn.Identity()
-        visual.proj = None
+        if not pooled:
+            visual.ln_post = torch.nn.Identity()
+            visual.proj = None
         keys = set(visual.state_dict().keys())
         tensors = _load_tensors(_weights_path(model_dir), "visual.", keys)
         try:
@@ -170,13 +193,15 @@ class VisionTrunk(torch.nn.Module):
         if dtype != torch.float32:
             # open_clip's own bf16 mode: matmul/conv weights in bf16, LayerNorms computed in fp32.
             open_clip.model.convert_weights_to_lp(visual, dtype=dtype)
-        return cls(visual, layer, torch_device, dtype)
+        return cls(visual, hook, torch_device, dtype)
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Residual stream after block `layer`: pixels [B, 3, H, W] -> float32 [B, n_tokens, width]."""
+        """Activations at the hook: pixels [B, 3, H, W] -> float32 [B, n_tokens, width]."""
         visual = self.visual
         x = pixels.to(device=self.device, dtype=self.dtype)
+        if self.hook.site == "pooled":
+            return visual(x).float()[:, None, :]  # the tower's own pooling, ln_post and projection
         x = visual.conv1(x)  # [B, width, grid, grid]
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid*grid, width], patches row-major
         cls_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -184,8 +209,14 @@ class VisionTrunk(torch.nn.Module):
         x = visual.ln_pre(x)
         if self.sequence_first:
             x = x.transpose(0, 1)  # [tokens, B, width], as these blocks' attention expects
-        for block in visual.transformer.resblocks:
+        blocks = visual.transformer.resblocks
+        split = self.hook.site in ("mlp_out", "attn_out")
+        for block in blocks[:-1] if split else blocks:
             x = block(x)
+        if split:
+            last = blocks[-1]
+            attn_out = last.ls_1(last.attention(q_x=last.ln_1(x)))
+            x = attn_out if self.hook.site == "attn_out" else last.ls_2(last.mlp(last.ln_2(x + attn_out)))
         if self.sequence_first:
             x = x.transpose(0, 1)
         return x.float()

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saetui.decoding import SkippedImage, content_hash, decode_rgb
 from saetui.device import to_device, to_host
-from saetui.model import VisionTrunk
-from saetui.preprocess import Preprocessing, input_crop, to_pixels
-from saetui.sae import TopKSae, reconstruction_error
-from saetui.sources import ImageItem
-from saetui.store.runs import TOKEN_SETS
+from saetui.families.sparse import SparseSae, reconstruction_error
+from saetui.ingest.decoding import SkippedImage, content_hash, decode_rgb
+from saetui.ingest.sources import ImageItem
+from saetui.models.hooks import TOKEN_SETS
+from saetui.models.preprocess import Preprocessing, input_crop, to_pixels
+from saetui.models.trunk import VisionTrunk
 
 # Thumbnails: the model's input crop box-filtered to 96 px, optimised JPEG (about 2.9 KB on ImageNet photos,
 # against 4.1 KB at 112 px; the database's whole budget is 48 KB per image).
@@ -88,13 +88,18 @@ class Codes:
     """
 
     tokens: np.ndarray  # int16 [T] token positions
-    values: np.ndarray  # float32 [B, T, k], descending per token
-    features: np.ndarray  # int32 [B, T, k]
+    values: np.ndarray  # float32 [B, T, K], kept pairs descending per token, unused slots 0
+    features: np.ndarray  # int32 [B, T, K], unused slots -1
     sse: np.ndarray  # float32 [B, T]: sum over dims of (x - recon)^2
     total_ss: np.ndarray  # float32 [B, T]: sum over dims of (x_d - mean over dims of x)^2
     sum_x: np.ndarray  # float64 [d]: sum of x over the batch's stored tokens (summed in float32)
     sum_sq: float  # sum of ||x||^2 over them
     count: int  # number of stored tokens in the batch
+
+    @property
+    def pairs(self) -> int:
+        """Number of kept (feature, value) pairs in the batch."""
+        return int((self.features >= 0).sum())
 
 
 def yield_to_model() -> None:
@@ -134,7 +139,7 @@ def prepare(item: ImageItem, prep: Preprocessing) -> Prepared:
         data = item.read()
         digest = content_hash(data)
         image = decode_rgb(data)
-        crop = input_crop(image, prep.size, prep.crop)
+        crop = input_crop(image, prep)
         return PreparedImage(
             item=item,
             content_hash=digest,
@@ -199,7 +204,7 @@ def token_positions(tokens: str, n_tokens: int) -> np.ndarray:
 class Encoder:
     """The compute stage: truncated forward, token selection, SAE encode, sparse decode and token errors."""
 
-    def __init__(self, trunk: VisionTrunk, sae: TopKSae, tokens: str) -> None:
+    def __init__(self, trunk: VisionTrunk, sae: SparseSae, tokens: str) -> None:
         """Hold the model trunk and the SAE (on the same device) and the positions to store."""
         self.trunk = trunk
         self.sae = sae
@@ -220,7 +225,7 @@ class Encoder:
         n_images = pixels.shape[0]
         x = self.activations(to_device(pixels, self.trunk.device))
         values, indices = self.sae.encode(x)
-        sse, total_ss = reconstruction_error(x, self.sae.decode(values, indices))
+        sse, total_ss = reconstruction_error(x, self.sae.reconstruct(x, values, indices))
         shape = (n_images, len(self.tokens))
         return Codes(
             tokens=self.tokens,

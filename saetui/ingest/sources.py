@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from saetui import imagenet
-from saetui.decoding import SkippedImage, read_bytes
 from saetui.errors import DataError, NetworkError, NotFoundError, UsageError
+from saetui.ingest.decoding import SkippedImage, read_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 LIST_EXTENSIONS = (".txt", ".lst", ".tsv")

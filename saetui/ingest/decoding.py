@@ -31,7 +31,7 @@ import stat
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from saetui.preprocess import to_rgb as reference_rgb
+from saetui.models.preprocess import to_rgb as reference_rgb
 
 # Images with more pixels than this are refused from their header, before any pixel is decoded
 # (PIL's own hard limit: twice its default MAX_IMAGE_PIXELS).

@@ -1,7 +1,7 @@
 """The index engine: a source's images through the truncated CLIP trunk and the SAE into a saetui database.
 
 Three stages overlap so the model stays the bottleneck: a thread pool decodes and preprocesses images ahead
-of the model (saetui.pipeline), the main thread computes one batch at a time, and a writer thread stores
+of the model (saetui.ingest.pipeline), the main thread computes one batch at a time, and a writer thread stores
 finished batches while the next one computes. Batches are written in source order and committed together,
 `commit_every` images per transaction (their images, codes, token errors, moments and skipped items), so a
 database always holds whole commits of the run: a kill at any moment loses at most the work since the last
@@ -27,20 +27,38 @@ import numpy as np
 import torch
 
 from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES
+from saetui.device import to_device, to_host
+from saetui.errors import DataError
+from saetui.families.normalisers import Normaliser
+from saetui.families.saev import APPROXIMATE as APPROXIMATE_SCALING
+from saetui.families.sparse import SparseSae
+from saetui.families.weights import SaeWeights
 from saetui.hub import FetchedSae
-from saetui.pipeline import Batch, Codes, Encoder, batched, prepare, prepared_in_order, yield_to_model
-from saetui.preprocess import (
+from saetui.ingest.pipeline import (
+    Batch,
+    Codes,
+    Encoder,
+    batched,
+    prepare,
+    prepared_in_order,
+    token_positions,
+    yield_to_model,
+)
+from saetui.ingest.sources import HfDatasetSource, ImageItem, ImageSource, ParquetSource
+from saetui.ingest.sources import _split_of as split_of
+from saetui.models.hooks import HookPoint
+from saetui.models.preprocess import (
     PREPROCESSOR_CONFIG,
     Preprocessing,
     load_preprocessing,
     open_clip_normalisation,
 )
+from saetui.models.trunk import VisionTrunk, resolve_precision
 from saetui.progress import Progress
-from saetui.sources import HfDatasetSource, ImageItem, ImageSource, ParquetSource
-from saetui.sources import _split_of as split_of
 from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter, SkippedItem
 
 WRITE_QUEUE_BATCHES = 2  # finished batches waiting for the writer thread
+SCALING_IMAGES = 2675  # saev estimated its input scaling from 2^19 activations: about 2,675 images of 196 patches
 
 
 def default_workers() -> int:
@@ -55,7 +73,9 @@ class IndexOptions:
     batch_size: int = BATCH_SIZE
     device: str = "auto"
     precision: str = "fp32"
-    tokens: str = "all"
+    tokens: str | None = None  # all | cls | patches; None: the token set the SAE was trained on
+    keep_top: int | None = None  # keep only the largest N pairs of each token (None: every kept pair)
+    scaling_images: int = SCALING_IMAGES  # images that estimate an SAE's missing input scaling (saev)
     limit: int | None = None  # index only the first `limit` items of the source order
     workers: int = field(default_factory=default_workers)
     overwrite: bool = False  # delete the database first
@@ -149,35 +169,50 @@ def preprocessing_warning(model_dir: Path, prep: Preprocessing) -> str | None:
 
 def run_settings(
     fetched: FetchedSae,
-    d_in: int,
-    n_features: int,
-    k: int,
+    weights: SaeWeights,
+    sae: SparseSae,
+    trunk_grid: tuple[int, int],
     prep: Preprocessing,
     options: IndexOptions,
+    tokens: str,
     device: str,
+    scaling: Normaliser | None = None,
 ) -> dict[str, object]:
-    """The runs-table settings of this run: model, SAE, preprocessing, precision, device and versions."""
+    """The runs-table settings of this run: model, hook, SAE and its encode rule, preprocessing, device, versions."""
     spec = fetched.spec
+    pooled = spec.hook == "pooled"
+    normaliser = scaling or weights.normaliser
     return {
+        "sae_family": weights.family,
         "model_id": spec.model,
         "pretrained": spec.pretrained,
         "model_revision": fetched.model_revision,
         "layer": spec.layer,
+        "hook": spec.hook,
+        "grid_rows": 0 if pooled else trunk_grid[0],
+        "grid_cols": 0 if pooled else trunk_grid[1],
         "sae_name": spec.name,
         "sae_repo": spec.repo_id,
         "sae_file": fetched.checkpoint_file,
         "sae_revision": fetched.sae_revision,
         "sae_checkpoint": fetched.checkpoint_tokens,
-        "d_in": d_in,
-        "n_features": n_features,
-        "k": k,
-        "tokens": options.tokens,
+        "d_in": weights.d_in,
+        "n_features": weights.n_features,
+        "k": sae.max_pairs or 0,
+        "activation": weights.activation.describe(),
+        "normalisation": normaliser.describe(),
+        "keep_top": options.keep_top,
+        "input_mean": None if scaling is None else scaling.mean.cpu().double().tolist(),
+        "input_scale": None if scaling is None else scaling.scale,
+        "approximate": APPROXIMATE_SCALING if scaling is not None else None,
+        "tokens": tokens,
         "precision": options.precision,
         "device": device,
         "batch_size": options.batch_size,
         "mean": list(prep.mean),
         "std": list(prep.std),
         "preprocess_source": prep.source,
+        "preprocess_reference": prep.reference,
         "image_size": prep.crop,
         "standardise": False,
         "torch_version": torch.__version__,
@@ -213,8 +248,7 @@ class BatchWriter:
     def _write(self, images: list[ImageRecord], codes: Codes | None, skipped: list[SkippedItem]) -> None:
         """One batch in one transaction."""
         if codes is None:
-            k = self.writer.layout.k
-            features, values = np.zeros((0, 0, k), np.int32), np.zeros((0, 0, k), np.float32)
+            features, values = np.zeros((0, 0, 0), np.int32), np.zeros((0, 0, 0), np.float32)
             errors = np.zeros((0, 0), np.float32)
             self.writer.write_batch([], np.zeros(0, np.int16), features, values, errors, errors, None, skipped)
             return
@@ -344,24 +378,35 @@ def index_images(
     Ctrl-C stops after the batch being computed: the batches already computed are written, the database is
     closed and IndexInterrupted (a KeyboardInterrupt holding the summary) is raised.
     """
-    from saetui.checkpoint import load_checkpoint
     from saetui.device import resolve_device
-    from saetui.model import VisionTrunk, resolve_precision
-    from saetui.sae import TopKSae
+    from saetui.families.loading import load_sae
+    from saetui.models.hooks import check_token_set
 
     options = options or IndexOptions()
     log = log if log is not None else sys.stderr
     started = time.perf_counter()
     db = Path(db_path)
-    checkpoint = load_checkpoint(fetched.checkpoint_path)
-    prep = load_preprocessing(fetched.model_dir)
+    spec = fetched.spec
+    tokens = check_token_set(options.tokens or spec.tokens, spec.hook)
+    weights = load_sae(spec, fetched.checkpoint_path, fetched.config_path)
+    prep = load_preprocessing(fetched.model_dir, spec.preprocessing)
     warning = preprocessing_warning(fetched.model_dir, prep)
     if warning:
         _say(log, f"warning: {warning}")
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision)
     key = source_key(source)
-    settings = run_settings(fetched, checkpoint.d_in, checkpoint.n_features, checkpoint.k, prep, options, str(device))
+    trunk = VisionTrunk.from_dir(fetched.model_dir, spec.layer, device, options.precision, site=spec.hook)
+    scaling = None
+    if weights.needs_scaling:
+        scaling = None if options.overwrite else stored_scaling(db)
+        if scaling is None:
+            _say(log, f"estimating {spec.name}'s input scaling (x - mu) / s from up to {options.scaling_images} images")
+            scaling = estimate_scaling(source, prep, trunk, tokens, options)
+        _say(log, f"warning: {APPROXIMATE_SCALING} (s = {scaling.scale:.6g}); runs.approximate says so")
+    sae = weights.sparse(device=device, dtype=dtype, keep_top=options.keep_top, normaliser=scaling)
+    settings = run_settings(fetched, weights, sae, trunk.grid, prep, options, tokens, str(device), scaling)
+    del weights
     writer = IndexWriter.open(
         db,
         settings,
@@ -379,13 +424,11 @@ def index_images(
         _say(
             log,
             f"{verb} run {writer.run_id}: {len(plan.pending)} of {plan.considered} items to index from "
-            f"{source.describe()} with {fetched.spec.name} ({fetched.checkpoint_file}) on {device} "
-            f"{options.precision}, batch {options.batch_size}",
+            f"{source.describe()} with {spec.name} ({fetched.checkpoint_file}, {spec.family}, "
+            f"{HookPoint(spec.layer, spec.hook).name()}, tokens {tokens}) on {device} {options.precision}, "
+            f"batch {options.batch_size}",
         )
-        trunk = VisionTrunk.from_dir(fetched.model_dir, fetched.spec.layer, device, options.precision)
-        sae = TopKSae.from_checkpoint(checkpoint, device=device, dtype=dtype)
-        del checkpoint
-        _run(pending_items(source, plan), options, writer, Encoder(trunk, sae, options.tokens), prep, summary, log)
+        _run(pending_items(source, plan), options, writer, Encoder(trunk, sae, tokens), prep, summary, log)
         if not summary.interrupted:
             writer.finish_run()
     finally:
@@ -394,6 +437,60 @@ def index_images(
     if summary.interrupted:
         raise IndexInterrupted(summary)
     return summary
+
+
+def stored_scaling(db: Path) -> Normaliser | None:
+    """The input scaling an earlier run of this database estimated (every run's codes then share it), if any."""
+    if not db.is_file():
+        return None
+    from saetui.store.connection import connect
+
+    con = connect(db)
+    try:
+        columns = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE runs)").fetchall()}
+        rows = []
+        if "input_scale" in columns:
+            rows = con.execute(
+                "SELECT input_mean, input_scale FROM runs WHERE input_scale IS NOT NULL ORDER BY run_id LIMIT 1"
+            ).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        return None
+    return Normaliser("affine", torch.tensor(rows[0][0], dtype=torch.float32), float(rows[0][1]))
+
+
+def estimate_scaling(
+    source: ImageSource, prep: Preprocessing, trunk: VisionTrunk, tokens: str, options: IndexOptions
+) -> Normaliser:
+    """saev's input scaling from the first images of the source: mu = mean x, s = mean ||x - mu|| / sqrt(d).
+
+    Two passes over the same images (the mean first, then the distances to it), accumulated in float64.
+    """
+    positions = torch.as_tensor(token_positions(tokens, trunk.n_tokens).astype(np.int64))
+
+    def activations() -> Iterator[torch.Tensor]:
+        """The stored-token activations [T, d] of each batch of the first scaling_images items."""
+        items = (item for _, item in zip(range(options.scaling_images), source.items(0), strict=False))
+        prepared = prepared_in_order(items, lambda item: prepare(item, prep), options.workers, 2 * options.batch_size)
+        try:
+            for batch in batched(prepared, options.batch_size):
+                if batch.images:
+                    x = trunk(to_device(batch.pixels(), trunk.device))
+                    yield to_host(x[:, to_device(positions, trunk.device)].reshape(-1, x.shape[-1])).astype(np.float64)
+        finally:
+            prepared.close()
+
+    total, count = None, 0
+    for x in activations():
+        total = x.sum(axis=0) if total is None else total + x.sum(axis=0)
+        count += x.shape[0]
+    if total is None:
+        raise DataError("no image of the source could be decoded to estimate the input scaling", "check the source")
+    mean = total / count
+    distances = sum(float(np.linalg.norm(x - mean, axis=1).sum()) for x in activations())
+    scale = distances / count / float(mean.shape[0]) ** 0.5
+    return Normaliser("affine", torch.from_numpy(mean).float(), scale)
 
 
 def _run(
@@ -423,7 +520,7 @@ def _run(
             summary.skip_reasons.update(reason_kind(s.reason) for s in skipped)
             if codes is not None:
                 summary.tokens_stored += codes.count
-                summary.pairs_stored += codes.count * codes.values.shape[-1]
+                summary.pairs_stored += codes.pairs
             progress.advance(batch.n_items, f"skipped {summary.skipped}" if summary.skipped else "")
     except KeyboardInterrupt:
         summary.interrupted = True

@@ -1,11 +1,17 @@
-"""Image preprocessing that reproduces HF ``CLIPImageProcessor`` (the PIL path) bit for bit.
+"""Each model's reference preprocessing, bit for bit: HF ``CLIPImageProcessor`` or open_clip's own transform.
 
-The SAE was trained on activations of images prepared by HF's processor from the model repo's
-``preprocessor_config.json``: RGB (alpha composited onto white), shortest side to ``size`` with PIL
-bicubic (long side ``int(size * long / short)``), centre crop at FLOOR offsets ``(W - crop) // 2,
-(H - crop) // 2`` (torchvision's CenterCrop rounds instead and lands one pixel off whenever the margin
-is odd), then ``uint8 -> float64 * 1/255 -> float32`` and ``(x - mean) / std`` in float32. Every step
-below does the same arithmetic in the same dtypes.
+Two references exist and an SAE was trained on one of them (its family says which, saetui.registry):
+
+* ``hf-clip`` (CLIP-Scope): HF's processor from the model repo's ``preprocessor_config.json``: RGB (alpha
+  composited onto white), shortest side to ``size`` with PIL bicubic (long side ``int(size * long / short)``),
+  centre crop at FLOOR offsets ``(W - crop) // 2, (H - crop) // 2``, then ``uint8 -> float64 * 1/255 -> float32``
+  and ``(x - mean) / std`` in float32.
+* ``open_clip`` (ViT-Prisma, saev, dictionary_learning): ``open_clip.image_transform`` from the model's
+  ``open_clip_config.json``: the same PIL bicubic resize of the shortest side (or a squash to a square), torchvision's
+  CenterCrop at ROUNDED offsets ``round((W - crop) / 2)`` (one pixel off HF's whenever the margin is odd), ToTensor's
+  ``uint8 -> float32 / 255``, then ``(x - mean) / std`` in float32.
+
+Every step below does the same arithmetic in the same dtypes as its reference.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from PIL import Image
 from saetui.errors import DataError, NotFoundError
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
+REFERENCES = ("hf-clip", "open_clip")
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 # open_clip's PreprocessCfg defaults, used when open_clip_config.json names no mean/std.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -41,6 +48,8 @@ class Preprocessing:
     mean: Triple
     std: Triple
     source: str  # where mean/std/size came from, recorded in the database
+    reference: str = "hf-clip"  # hf-clip | open_clip: crop offsets and rescale arithmetic (see the module doc)
+    squash: bool = False  # open_clip resize_mode "squash": resize to crop x crop, no centre crop
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -100,9 +109,39 @@ def open_clip_normalisation(model_dir: Path) -> tuple[Triple, Triple]:
     return mean, std
 
 
-def load_preprocessing(model_dir: Path) -> Preprocessing:
-    """Preprocessing from preprocessor_config.json, else from open_clip_config.json's preprocess_cfg."""
+def open_clip_preprocessing(model_dir: Path) -> Preprocessing:
+    """open_clip's own transform of a model folder, from open_clip_config.json (preprocess_cfg and image_size)."""
+    path = Path(model_dir) / OPEN_CLIP_CONFIG
+    if not path.is_file():
+        raise NotFoundError(f"{path} does not exist", "fetch the model first")
+    config = _read_json(path)
+    cfg = config.get("preprocess_cfg", {})
+    image_size = config.get("model_cfg", {}).get("vision_cfg", {}).get("image_size", 224)
+    side = _edge(cfg.get("size", image_size), "size", path)
+    if cfg.get("interpolation", "bicubic") != "bicubic":
+        raise DataError(f"{path}: interpolation {cfg['interpolation']!r} is not bicubic", "saetui resizes bicubic only")
+    mode = cfg.get("resize_mode", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise DataError(f"{path}: resize_mode {mode!r} is not supported", "use a model with shortest or squash resize")
+    mean, std = open_clip_normalisation(model_dir)
+    return Preprocessing(
+        size=side,
+        crop=side,
+        mean=mean,
+        std=std,
+        source=f"{OPEN_CLIP_CONFIG} (open_clip transform)",
+        reference="open_clip",
+        squash=mode == "squash",
+    )
+
+
+def load_preprocessing(model_dir: Path, reference: str = "hf-clip") -> Preprocessing:
+    """The reference preprocessing: hf-clip from preprocessor_config.json (else open_clip's config), or open_clip."""
     model_dir = Path(model_dir)
+    if reference not in REFERENCES:
+        raise DataError(f"unknown preprocessing reference {reference!r}", f"use one of {', '.join(REFERENCES)}")
+    if reference == "open_clip":
+        return open_clip_preprocessing(model_dir)
     hf_path = model_dir / PREPROCESSOR_CONFIG
     if hf_path.is_file():
         config = _read_json(hf_path)
@@ -151,20 +190,30 @@ def resized_shape(width: int, height: int, size: int) -> tuple[int, int]:
     return int(size * width / height), size
 
 
-def input_crop(image: Image.Image, size: int = 224, crop: int = 224) -> Image.Image:
-    """The model's input crop: RGB, shortest side to size (PIL bicubic), centre crop with floor offsets."""
+def input_crop(image: Image.Image, prep: Preprocessing) -> Image.Image:
+    """The model's input crop: RGB, shortest side to size (PIL bicubic), centre crop at the reference's offsets."""
     rgb = to_rgb(image)
+    size, crop = prep.size, prep.crop
+    if prep.squash:
+        return rgb.resize((crop, crop), resample=Image.Resampling.BICUBIC)
     resized = rgb.resize(resized_shape(rgb.width, rgb.height, size), resample=Image.Resampling.BICUBIC)
-    left = (resized.width - crop) // 2
-    top = (resized.height - crop) // 2
+    if prep.reference == "open_clip":  # torchvision's CenterCrop
+        left = int(round((resized.width - crop) / 2.0))
+        top = int(round((resized.height - crop) / 2.0))
+    else:
+        left = (resized.width - crop) // 2
+        top = (resized.height - crop) // 2
     # PIL fills any part of the box outside the image with zeros, as transformers pads a too-small image.
     return resized.crop((left, top, left + crop, top + crop))
 
 
 def to_pixels(crop: Image.Image, prep: Preprocessing) -> np.ndarray:
-    """float32 (3, H, W) pixels of a crop: uint8 * 1/255 in float64, to float32, then (x - mean) / std."""
+    """float32 (3, H, W) pixels of a crop: uint8 scaled to [0, 1] as the reference does, then (x - mean) / std."""
     array = np.asarray(to_rgb(crop), dtype=np.uint8)
-    scaled = (array.astype(np.float64) * _RESCALE).astype(np.float32)
+    if prep.reference == "open_clip":
+        scaled = array.astype(np.float32) / np.float32(255)  # ToTensor: float32 division
+    else:
+        scaled = (array.astype(np.float64) * _RESCALE).astype(np.float32)
     mean = np.array(prep.mean, dtype=np.float32)
     std = np.array(prep.std, dtype=np.float32)
     return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
@@ -172,7 +221,7 @@ def to_pixels(crop: Image.Image, prep: Preprocessing) -> np.ndarray:
 
 def preprocess_image(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     """float32 (3, crop, crop) model input for one image."""
-    return to_pixels(input_crop(image, prep.size, prep.crop), prep)
+    return to_pixels(input_crop(image, prep), prep)
 
 
 def pixels_batch(crops: Sequence[Image.Image], prep: Preprocessing) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Ingest: image sources, robust decoding, the preparation pipeline and the index engine."""
