@@ -11,11 +11,13 @@ from saetui.errors import NotFoundError, UsageError
 
 HELP = """Download an SAE checkpoint and the open_clip model it reads into the cache.
 
-NAME is a built-in CLIP-Scope SAE (layer2, layer5, layer8, layer11, layer14, layer17, layer20, layer22) or an
-entry of your config file. Files go through huggingface_hub into <cache>/hub (--cache-dir, else $SAETUI_CACHE,
+NAME is a registered SAE (`saetui fetch --list`: CLIP-Scope's layer2..layer22, ViT-Prisma's and saev's released
+SAEs, your config file's entries) or a hub repo id ORG/NAME, whose family (ViT-Prisma, dictionary_learning, saev)
+is detected from its files. Files go through huggingface_hub into <cache>/hub (--cache-dir, else $SAETUI_CACHE,
 else ./cache): HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE work as in every Hugging Face tool, a second run
 downloads nothing, and with HF_HUB_OFFLINE=1 everything comes from the cache. The checkpoint is loaded with
-weights_only=True and checked (keys, shapes, k, d_in = model width); a broken file is removed from the cache.
+weights_only=True (a saev JSON header is parsed as JSON) and checked (keys, shapes, k, d_in = width at the hook);
+a broken file is removed from the cache.
 
 Paths of what was fetched go to stdout, progress and diagnostics to stderr.
 
@@ -24,6 +26,8 @@ Examples:
   saetui fetch layer20
 
   saetui fetch layer20 --checkpoint 100069632
+
+  saetui fetch Prisma-Multimodal/sae-top_k-64-cls_only-layer_11-hook_resid_post
 
   HF_HUB_OFFLINE=1 saetui fetch layer20 --cache-dir /data/saetui-cache
 
@@ -52,35 +56,27 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 def _list(cache: str | None) -> None:
-    """Print every known SAE with the checkpoints the hub (offline: the cache) has."""
+    """Print every known SAE, grouped by family, with the checkpoints the hub (offline: the cache) has."""
     from saetui.hub import is_offline, list_checkpoints
-    from saetui.registry import all_specs
+    from saetui.registry import FAMILIES, all_specs
 
     if is_offline():
         sys.stderr.write("saetui: HF_HUB_OFFLINE is set: listing the checkpoints in the cache only\n")
-    rows = [["name", "layer", "repo", "checkpoint", "size", "cached"]]
+    rows = [["family", "name", "layer", "hook", "tokens", "repo", "checkpoint", "size", "cached"]]
     failures: list[str] = []
-    for spec in all_specs():
+    for spec in sorted(all_specs(), key=lambda spec: FAMILIES.index(spec.family)):
         try:
             infos = list_checkpoints(spec, cache)
         except NotFoundError as error:
             failures.append(f"{spec.name}: {error.one_line()}")
             sys.stderr.write(f"saetui: warning: {spec.name}: {error.one_line()}\n")
             infos = []
+        where = [spec.family, spec.name, str(spec.layer), spec.hook, spec.tokens, spec.repo_id]
         if not infos:
-            rows.append([spec.name, str(spec.layer), spec.repo_id, "-", "-", ""])
+            rows.append([*where, "-", "-", ""])
         for info in infos:
-            checkpoint = str(info.tokens) if spec.file is None and info.tokens is not None else info.file
-            rows.append(
-                [
-                    spec.name,
-                    str(spec.layer),
-                    spec.repo_id,
-                    checkpoint,
-                    _human_size(info.size),
-                    "yes" if info.cached else "",
-                ]
-            )
+            checkpoint = str(info.tokens) if spec.folder is not None and info.tokens is not None else info.file
+            rows.append([*where, checkpoint, _human_size(info.size), "yes" if info.cached else ""])
     _print_table(rows)
     _model_sizes(cache)
     if failures:
@@ -115,6 +111,9 @@ def _fetch(name: str, checkpoint: str, revision: str | None, model_revision: str
             "checkpoint_tokens",
             str(fetched.checkpoint_tokens) if fetched.checkpoint_tokens is not None else "-",
         ],
+        ["family", fetched.spec.family],
+        ["hook", f"{fetched.spec.hook} of block {fetched.spec.layer}" if fetched.spec.hook != "pooled" else "pooled"],
+        ["tokens", fetched.spec.tokens],
         ["sae_repo", fetched.spec.repo_id],
         ["sae_revision", fetched.sae_revision],
         ["model", fetched.spec.model],
@@ -122,6 +121,8 @@ def _fetch(name: str, checkpoint: str, revision: str | None, model_revision: str
         ["model_weights", str(fetched.model_weights)],
         ["model_revision", fetched.model_revision],
         ["preprocessor_config", str(fetched.preprocessor_config) if fetched.preprocessor_config else "-"],
+        ["preprocessing", fetched.spec.preprocessing],
+        ["sae_config", str(fetched.config_path) if fetched.config_path else "-"],
     ]
     _print_table(rows)
     sys.stderr.write(
@@ -135,7 +136,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("fetch", help=HELP, no_args_is_help=True)
     def fetch_command(
-        name: str | None = typer.Argument(None, metavar="NAME", help="SAE to fetch, e.g. layer20.", show_default=False),
+        name: str | None = typer.Argument(
+            None, metavar="NAME", help="SAE to fetch: a name (e.g. layer20) or a hub repo id.", show_default=False
+        ),
         checkpoint: Checkpoint = "latest",
         revision: Revision = None,
         model_revision: ModelRevision = None,

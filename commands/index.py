@@ -25,16 +25,18 @@ from saetui.errors import UsageError
 if TYPE_CHECKING:
     from saetui.hub import FetchedSae
 
-HELP = """Index images: run them through the CLIP vision tower up to the SAE's layer and the SAE, and store
-every stored token's k kept (feature, value) pairs, its reconstruction error, and a thumbnail of each image's
-model input in a DuckDB database.
+HELP = """Index images: run them through the CLIP vision tower up to the SAE's hook point and the SAE, and store
+every stored token's kept (feature, value) pairs (TopK SAEs: k; ReLU SAEs: every active latent, or the largest
+--keep-top N), its reconstruction error, and a thumbnail of each image's model input in a DuckDB database.
 
 SOURCE is an image folder (recursive; label = parent folder name, ImageNet wnid folders get class names), a
 text file of image paths (optional TAB + label), a Parquet file or folder (image bytes or paths, optional
 label column), a dataset saved with `datasets` (save_to_disk folder) or hf:NAME[:CONFIG] (needs the
 datasets extra).
 
-The SAE (--sae, default layer20) and its CLIP model are fetched into the cache first when missing. Running
+The SAE (--sae: a name of `saetui fetch --list` or a hub repo id; default layer20) and its CLIP model are
+fetched into the cache first when missing; images are preprocessed as the SAE's family was trained (HF's
+CLIPImageProcessor for CLIP-Scope, open_clip's transform for the others). Running
 the same command again continues an interrupted run; indexing another source into the same database appends
 to it; a database made with another model, layer, SAE, k, token set or preprocessing is refused. Images that
 cannot be read or decoded are recorded in the `skipped` table with the reason and never stop the run. Ctrl-C
@@ -49,13 +51,15 @@ Examples:
 
   saetui index photos/ --sae layer11 --tokens cls --batch-size 64
 
+  saetui index photos/ --sae Prisma-Multimodal/sae-top_k-64-cls_only-layer_11-hook_resid_post --db prisma.duckdb
+
   saetui index hf:ylecun/mnist --split test --limit 1000 --device cuda --precision bf16
 
   saetui index more-photos/ --db imagenet-val.duckdb   # appends to the same database
 """
 
 
-def _check(batch_size: int, limit: int | None, workers: int | None, tokens: str) -> None:
+def _check(batch_size: int, limit: int | None, workers: int | None, tokens: str | None, keep_top: int | None) -> None:
     """Reject option values that cannot work, with the flag to fix."""
     from saetui.models.hooks import TOKEN_SETS
 
@@ -65,15 +69,22 @@ def _check(batch_size: int, limit: int | None, workers: int | None, tokens: str)
         raise UsageError(f"--limit must be at least 1, got {limit}", "leave it out to index everything")
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}", "pass e.g. --workers 4")
-    if tokens not in TOKEN_SETS:
+    if tokens is not None and tokens not in TOKEN_SETS:
         raise UsageError(f"unknown token set '{tokens}'", f"use one of {', '.join(TOKEN_SETS)}")
+    if keep_top is not None and keep_top < 1:
+        raise UsageError(f"--keep-top must be at least 1, got {keep_top}", "leave it out to keep every active latent")
 
 
 def _stats(db: Path, fetched: FetchedSae, cache: str | None, device: str) -> None:
     """Compute the derived tables and say what ran."""
     from saetui.stats import SaeFiles, compute_stats
 
-    files = SaeFiles(checkpoint_path=fetched.checkpoint_path, model_dir=fetched.model_dir)
+    files = SaeFiles(
+        checkpoint_path=fetched.checkpoint_path,
+        model_dir=fetched.model_dir,
+        spec=fetched.spec,
+        config_path=fetched.config_path,
+    )
     summary = compute_stats(db, cache=cache, sae_files=files, device=device)
     if summary.computed:
         sys.stderr.write(
@@ -92,7 +103,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(
             ..., metavar="SOURCE", help="Image folder, list file, Parquet file/folder, saved dataset or hf:NAME."
         ),
-        sae: str = typer.Option("layer20", "--sae", help="SAE to use (see `saetui fetch --list`)."),
+        sae: str = typer.Option("layer20", "--sae", help="SAE: a name of `saetui fetch --list` or a hub repo id."),
         checkpoint: Checkpoint = "latest",
         revision: Revision = None,
         model_revision: ModelRevision = None,
@@ -102,8 +113,17 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Images per forward pass."),
         device: Device = "auto",
         precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (model and SAE encoder)."),
-        tokens: str = typer.Option(
-            "all", "--tokens", help="Tokens stored per image: all (CLS + patches), cls or patches."
+        tokens: str | None = typer.Option(
+            None,
+            "--tokens",
+            help="Tokens stored per image: all (CLS + patches), cls or patches (default: those the SAE read).",
+            show_default=False,
+        ),
+        keep_top: int | None = typer.Option(
+            None,
+            "--keep-top",
+            help="Keep only each token's N largest pairs (the rest counts in its error); default: all kept.",
+            show_default=False,
         ),
         limit: int | None = typer.Option(
             None, "--limit", help="Index only the first N items of the source.", show_default=False
@@ -120,19 +140,18 @@ def register(app: typer.Typer) -> None:
         no_stats: bool = typer.Option(False, "--no-stats", help="Do not compute statistics at the end."),
     ) -> None:
         """Index images into a database."""
-        _check(batch_size, limit, workers, tokens)
+        _check(batch_size, limit, workers, tokens, keep_top)
         from saetui.paths import default_db
         from saetui.store.connection import refuse_folder
 
         path = refuse_folder(db or default_db())
-        from saetui.hub import fetch
+        from saetui.hub import fetch, resolve_spec
         from saetui.ingest.indexer import IndexInterrupted, IndexOptions, default_workers, index_images
         from saetui.ingest.sources import open_source
         from saetui.models.trunk import resolve_precision
-        from saetui.registry import get_spec
 
         resolve_precision(precision)
-        spec = get_spec(sae)
+        spec = resolve_spec(sae, checkpoint, revision, cache)
         opened = open_source(source, split=split, image_column=image_column, label_column=label_column)
         fetched = fetch(spec, checkpoint=checkpoint, revision=revision, cache=cache, model_revision=model_revision)
         options = IndexOptions(
@@ -140,6 +159,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             precision=precision,
             tokens=tokens,
+            keep_top=keep_top,
             limit=limit,
             workers=workers or default_workers(),
             overwrite=overwrite,

@@ -30,7 +30,11 @@ Device = Annotated[
     ),
 ]
 Checkpoint = Annotated[
-    str, typer.Option("--checkpoint", help="'latest' or the token count of a checkpoint, e.g. 100069632.")
+    str,
+    typer.Option(
+        "--checkpoint",
+        help="'latest', a CLIP-Scope token count (e.g. 100069632) or the repo path of one of its SAEs.",
+    ),
 ]
 Revision = Annotated[
     str | None,

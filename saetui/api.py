@@ -142,7 +142,7 @@ class Database:
         return queries.image_features(self.con, image_id, n)
 
     def patch_map(self, feature: int, image_id: int) -> np.ndarray:
-        """The feature's value on each of the image's 257 tokens (0 = CLS, then 16 x 16 patches row-major)."""
+        """The feature's value on each of the image's tokens (0 = CLS, then the run's patch grid row-major)."""
         return queries.patch_map(self.con, feature, image_id)
 
     def position_errors(self) -> pl.DataFrame:

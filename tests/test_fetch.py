@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from harness.fakehub import FakeHub, FetchedCache
+from harness.families import PRISMA_MLP_REPO
 from harness.tiny import EARLY_TOKENS, FINAL_TOKENS, MODEL_REPO, SCOPE_LAYERS, SCOPE_REPO, tiny_sae_bytes
 from saetui.commands.main import main
 from saetui.hub import FetchedSae, fetch, list_checkpoints
@@ -112,18 +113,25 @@ def test_list_shows_every_layer_with_sizes_and_cached_marks(hub_in_process: Fetc
     """`saetui fetch --list` lists the hub's checkpoints of all eight layers, their sizes, what is cached."""
     assert main(["fetch", "--list"]) == 0
     out = capfd.readouterr().out.strip().splitlines()
-    assert out[0].split() == ["name", "layer", "repo", "checkpoint", "size", "cached"]
-    rows = {(cells[0], cells[3]): cells for cells in (line.split() for line in out[1:])}
-    assert rows.pop(("demo-random-weights", "-"))[4] == "-"  # listed, not yet published by `saetui demo`
+    assert out[0].split() == ["family", "name", "layer", "hook", "tokens", "repo", "checkpoint", "size", "cached"]
+    table = [line.split() for line in out[1:]]
+    families = [cells[0] for cells in table]
+    assert families == sorted(families, key=["clip-scope", "vit-prisma", "saev"].index)  # grouped by family
+    rows = {(cells[1], cells[6]): cells[1:] for cells in table}
+    assert rows.pop(("demo-random-weights", "-"))[6] == "-"  # listed, not yet published by `saetui demo`
+    prisma = {name: cells for (name, _), cells in rows.items() if name.startswith("prisma-")}
+    assert prisma["prisma-b32-layer11-mlp_out"][2:5] == ["mlp_out", "all", PRISMA_MLP_REPO]
+    assert {cells[5] for cells in prisma.values()} == {"n_images_2600058.pt"}
+    rows = {key: cells for key, cells in rows.items() if key[0].startswith("layer")}
     assert len(rows) == 2 * len(SCOPE_LAYERS)
     for layer in SCOPE_LAYERS:
         for tokens in (EARLY_TOKENS, FINAL_TOKENS):
             cells = rows[(f"layer{layer}", str(tokens))]
             size = len(hub.file_bytes(SCOPE_REPO, f"{layer}_resid/{tokens}.pt"))
-            assert cells[1:3] == [str(layer), SCOPE_REPO]
-            assert " ".join(cells[4:6]) == f"{size / 1000:.1f} kB"
+            assert cells[1:5] == [str(layer), "resid_post", "all", SCOPE_REPO]
+            assert " ".join(cells[6:8]) == f"{size / 1000:.1f} kB"
             cached = layer == 20 and tokens == FINAL_TOKENS
-            assert cells[6:] == (["yes"] if cached else [])
+            assert cells[8:] == (["yes"] if cached else [])
     assert not any(request.is_file_body for request in hub.requests)
 
 
@@ -227,7 +235,7 @@ def test_unreachable_hub_uses_the_cached_files_and_says_so(
     assert main(["fetch", "--list"]) == 0
     captured = capfd.readouterr()
     assert captured.err.count(f"cannot reach {closed}") == 1  # one warning, not one per SAE
-    assert [line.split()[3] for line in captured.out.splitlines()[1:] if line.startswith("layer20 ")] == [
+    assert [line.split()[6] for line in captured.out.splitlines()[1:] if line.split()[1] == "layer20"] == [
         str(FINAL_TOKENS)
     ]
 
@@ -258,8 +266,8 @@ def test_offline_fetch_of_an_uncached_checkpoint_is_not_found(
     assert main(["fetch", "--list"]) == 0
     captured = capfd.readouterr()
     listed = [line.split() for line in captured.out.strip().splitlines()[1:]]
-    assert [cells[3] for cells in listed if cells[0] == "layer20"] == [str(FINAL_TOKENS)]
-    assert all(cells[3] == "-" for cells in listed if cells[0] != "layer20")
+    assert [cells[6] for cells in listed if cells[1] == "layer20"] == [str(FINAL_TOKENS)]
+    assert all(cells[6] == "-" for cells in listed if cells[1] != "layer20")
     assert "cache only" in captured.err
     assert hub.requests == []
 
@@ -341,8 +349,11 @@ def test_user_config_entry_fetches_a_single_file_sae(hub_in_process: FetchedCach
     assert "warning" not in captured.err  # sizes match the entry
     assert list_checkpoints(get_spec("mine"))[0].cached
     assert main(["fetch", "--list"]) == 0
-    mine = [line.split() for line in capfd.readouterr().out.splitlines() if line.startswith("mine ")]
-    assert mine == [["mine", "5", "tester/tiny-sae", "checkpoints/sae.pt", f"{len(sae) / 1000:.1f}", "kB", "yes"]]
+    mine = [line.split() for line in capfd.readouterr().out.splitlines() if line.split()[1] == "mine"]
+    size = f"{len(sae) / 1000:.1f}"
+    assert mine == [
+        ["clip-scope", "mine", "5", "resid_post", "all", "tester/tiny-sae", "checkpoints/sae.pt", size, "kB", "yes"]
+    ]
 
 
 def test_sae_wider_than_the_model_is_removed(hub_in_process: FetchedCache, hub: FakeHub, capfd) -> None:

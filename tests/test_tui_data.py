@@ -12,6 +12,7 @@ from PIL import Image
 
 from harness.browse_db import BrowseDb, build_wide_features_db, shared_browse_db
 from saetui.errors import DataError, NotFoundError, UsageError
+from saetui.store.runs import TokenGrid
 from saetui.tui import rendering
 from saetui.tui.charts import bar, number, percent
 from saetui.tui.data import BrowseData, FeatureRows
@@ -246,7 +247,7 @@ def test_overlay_brightens_active_patches_and_dims_the_rest() -> None:
     base = Image.new("RGB", (96, 96), (120, 120, 120))
     values = np.zeros(257, dtype=np.float32)
     values[1] = 4.0  # top-left patch
-    out = np.asarray(rendering.overlay(base, values, vmax=4.0), dtype=np.float64)
+    out = np.asarray(rendering.overlay(base, values, 4.0, TokenGrid(16, 16)), dtype=np.float64)
     assert out[:4, :4].mean() > out[-10:, -10:].mean() + 30
     assert out[-10:, -10:].mean() < 120
 

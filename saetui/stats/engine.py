@@ -28,9 +28,10 @@ from saetui.stats.options import StatsOptions
 from saetui.stats.run_info import RunInfo, SaeFiles, cached_sae_files, read_run
 from saetui.stats.scan import scan_codes
 from saetui.stats.tables import write_tables
-from saetui.stats.token_errors import grid_side, image_errors, position_errors, token_variance
+from saetui.stats.token_errors import image_errors, position_errors, token_variance
 from saetui.stats.tokens import image_chunks
 from saetui.store.connection import connect, refuse_folder
+from saetui.store.runs import token_grid
 
 Progress = Callable[[str, int, int], None]
 FINGERPRINT_EXCLUDES = ("chunk_images",)
@@ -137,9 +138,8 @@ def compute_stats(
             )
         chunks = image_chunks(con, options.chunk_images)
         scan_codes(con, chunks, run.n_features, options, progress)
-        last_token = con.execute("SELECT coalesce(max(token), 0) FROM token_errors").fetchall()[0][0]
         variance, _ = token_variance(con)
-        position_errors(con, grid_side(int(last_token)), variance)
+        position_errors(con, token_grid(con), variance)
         image_errors(con, variance)
         mean_sse, mean_ev = con.execute(
             "SELECT avg(sse), avg(1 - sse / total_ss) FILTER (WHERE total_ss > 0) FROM token_errors"

@@ -20,6 +20,7 @@ from saetui.stats.coactivation import exact_counts
 from saetui.stats.columns import FEATURE_COLUMNS
 from saetui.stats.directions import load_rows
 from saetui.stats.directions import neighbours as nearest_rows
+from saetui.store.runs import token_grid
 
 STATS_HINT = "run `saetui stats` on the database first"
 LEVELS = ("token", "image")
@@ -236,15 +237,20 @@ def image_features(con: duckdb.DuckDBPyConnection, image_id: int, n: int = 20) -
     return strongest.join(labels, on="feature", how="left", maintain_order="left")
 
 
-def patch_map(con: duckdb.DuckDBPyConnection, feature: int, image_id: int, n_tokens: int = 257) -> np.ndarray:
-    """The feature's value on each token of one image (index 0 = CLS, then patches row-major; 0 where inactive)."""
+def patch_map(con: duckdb.DuckDBPyConnection, feature: int, image_id: int, n_tokens: int | None = None) -> np.ndarray:
+    """The feature's value on each token of one image (index 0 = CLS, then patches row-major; 0 where inactive).
+
+    n_tokens defaults to the run's own grid (runs.grid_rows x grid_cols + CLS): 50 for ViT-B/32, 197 for B/16,
+    257 for L/14, 577 for L/14-336, 1 for a pooled embedding.
+    """
     return patch_maps(con, feature, [image_id], n_tokens)[image_id]
 
 
 def patch_maps(
-    con: duckdb.DuckDBPyConnection, feature: int, image_ids: list[int], n_tokens: int = 257
+    con: duckdb.DuckDBPyConnection, feature: int, image_ids: list[int], n_tokens: int | None = None
 ) -> dict[int, np.ndarray]:
     """patch_map of several images in one query (a feature page's tiles), keyed by image id."""
+    n_tokens = token_grid(con).n_tokens if n_tokens is None else n_tokens
     maps = {int(image_id): np.zeros(n_tokens, dtype=np.float32) for image_id in image_ids}
     if not maps:
         return maps

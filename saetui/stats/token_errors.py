@@ -7,7 +7,7 @@ sum sse / sum ||x - mu||^2, with sum ||x - mu||^2 = sum ||x||^2 - N ||mu||^2 fro
 per batch (batch_moments). Per position and per image the numerator is their mean sse and the denominator the
 dataset's mean ||x - mu||^2 per token (the moments are not kept per image), so the per-image figures average,
 token-weighted, to the dataset NMSE.
-- position_errors: for each token position (0 = CLS, 1..256 = patches row-major, with their grid row/col),
+- position_errors: for each token position (0 = CLS, then patches row-major, with their row/col in the run's grid),
   mean sse over images, mean explained variance and NMSE.
 - image_errors: per image, the total sse over its stored tokens, the mean sse per token, the mean explained
   variance of its tokens and its NMSE.
@@ -15,16 +15,10 @@ token-weighted, to the dataset NMSE.
 
 from __future__ import annotations
 
-import math
-
 import duckdb
 import numpy as np
 
-
-def grid_side(last_token: int) -> int | None:
-    """The patch grid side when tokens 1..last_token form a square grid (256 -> 16), else None."""
-    side = math.isqrt(max(last_token, 0))
-    return side if side > 0 and side * side == last_token else None
+from saetui.store.runs import TokenGrid
 
 
 def token_variance(con: duckdb.DuckDBPyConnection) -> tuple[float | None, int]:
@@ -40,9 +34,9 @@ def token_variance(con: duckdb.DuckDBPyConnection) -> tuple[float | None, int]:
     return (spread / tokens if spread > 0 else None), tokens
 
 
-def position_errors(con: duckdb.DuckDBPyConnection, grid: int | None, variance: float | None) -> None:
+def position_errors(con: duckdb.DuckDBPyConnection, grid: TokenGrid, variance: float | None) -> None:
     """Create temp table _position_errors(token, row, col, n, mean_sse, explained_variance, nmse)."""
-    side = grid or 0
+    side = grid.cols
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _position_errors AS
         SELECT token::SMALLINT AS token,

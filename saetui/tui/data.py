@@ -21,9 +21,8 @@ import numpy as np
 
 from saetui.errors import DataError, NotFoundError
 from saetui.store.connection import connect
+from saetui.store.runs import TokenGrid, token_grid
 from saetui.store.sandbox import confine
-
-GRID_TOKENS = 257  # CLS + 16 x 16 patches
 
 
 @dataclass(frozen=True)
@@ -234,6 +233,8 @@ class BrowseData:
         self.tables = frozenset(name for (name,) in rows)
         if "images" not in self.tables:
             raise DataError(f"{self.path} has no images table", "is this a database written by `saetui index`?")
+        with self.cursor() as cur:
+            self.grid = token_grid(cur) if "runs" in self.tables and "token_codes" in self.tables else TokenGrid(16, 16)
         if self.compare is not None:
             self._open_compare(self.compare)
 
@@ -463,18 +464,18 @@ class BrowseData:
         return found
 
     def patch_values(self, image_id: int, feature: int) -> np.ndarray:
-        """The feature's value on each of the image's 257 tokens (0 where not kept or not active)."""
+        """The feature's value on each of the image's tokens (0 where not kept or not active; grid: self.grid)."""
         from saetui.stats import queries
 
         with self.cursor() as cur:
-            return queries.patch_map(cur, feature, image_id, GRID_TOKENS)
+            return queries.patch_map(cur, feature, image_id, self.grid.n_tokens)
 
     def patch_values_of(self, image_ids: list[int], feature: int) -> dict[int, np.ndarray]:
         """patch_values of several images in one query (a feature page's tiles)."""
         from saetui.stats import queries
 
         with self.cursor() as cur:
-            return queries.patch_maps(cur, feature, image_ids, GRID_TOKENS)
+            return queries.patch_maps(cur, feature, image_ids, self.grid.n_tokens)
 
     def image_page(self, image_id: int, n_features: int = 40) -> ImagePage:
         """An image's row, its strongest features (max over tokens) and its per-token error."""
@@ -491,13 +492,13 @@ class BrowseData:
                 ImageFeature(int(r["feature"]), float(r["value"]), int(r["n_tokens"]), r["top_label"])
                 for r in queries.image_features(cur, image_id, n_features).iter_rows(named=True)
             )
-            sse = np.full(GRID_TOKENS, np.nan)
+            sse = np.full(self.grid.n_tokens, np.nan)
             ev_values: list[float] = []
             if "token_errors" in self.tables:
                 for token, token_sse, total in cur.execute(
                     "SELECT token, sse, total_ss FROM token_errors WHERE image_id = ?", [image_id]
                 ).fetchall():
-                    if 0 <= token < GRID_TOKENS:
+                    if 0 <= token < self.grid.n_tokens:
                         sse[int(token)] = token_sse
                     if total:
                         ev_values.append(1 - token_sse / total)
@@ -541,14 +542,14 @@ class BrowseData:
                     "frequency"
                 ]
                 bins = _log_bins(np.asarray(freq, dtype=np.float64))
-            position_sse = np.full(GRID_TOKENS, np.nan)
-            position_ev = np.full(GRID_TOKENS, np.nan)
+            position_sse = np.full(self.grid.n_tokens, np.nan)
+            position_ev = np.full(self.grid.n_tokens, np.nan)
             ev = nmse = None
             if "position_errors" in self.tables:
                 for token, sse, token_ev in cur.execute(
                     "SELECT token, mean_sse, explained_variance FROM position_errors"
                 ).fetchall():
-                    if 0 <= token < GRID_TOKENS:
+                    if 0 <= token < self.grid.n_tokens:
                         position_sse[int(token)] = np.nan if sse is None else sse
                         position_ev[int(token)] = np.nan if token_ev is None else token_ev
             if "image_errors" in self.tables:

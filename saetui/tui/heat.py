@@ -1,4 +1,4 @@
-"""Colour maps and 16 x 16 token grids drawn as text (half blocks), for error maps and activation maps."""
+"""Colour maps and patch grids (rows x cols, from the run) drawn as text (half blocks): error and activation maps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-GRID = 16  # patches per side (224 px / patch 14)
+from saetui.store.runs import TokenGrid
 
 # Anchors of matplotlib's viridis (perceptually uniform, readable for colour-blind users) and of a
 # black-red-yellow "heat" map for activations; both are interpolated linearly between anchors.
@@ -49,26 +49,28 @@ def _rgb(pixel: np.ndarray) -> Color:
 
 
 def grid_text(grid: np.ndarray, anchors: np.ndarray = VIRIDIS, scale: int = 1) -> Text:
-    """A [16, 16] array in [0, 1] drawn with upper-half blocks: each patch is scale columns x scale half-rows."""
+    """A [rows, cols] array in [0, 1] drawn with upper-half blocks: each patch is scale columns x scale half-rows."""
     colours = colour_map(grid, anchors)
     missing = ~np.isfinite(grid)
     size = grid.shape[0] * scale
+    width = grid.shape[1] * scale if grid.ndim == 2 else 0
     text = Text(no_wrap=True, overflow="crop")
     for row in range(0, size, 2):
-        for col in range(size):
+        for col in range(width):
             upper = (row // scale, col // scale)
             lower = ((row + 1) // scale, col // scale)
             fg = None if missing[upper] else _rgb(colours[upper])
-            bg = None if missing[lower] else _rgb(colours[lower])
+            bg = None if lower[0] >= grid.shape[0] or missing[lower] else _rgb(colours[lower])
             text.append("▀" if fg is not None else " ", Style(color=fg, bgcolor=bg))
         if row + 2 < size:
             text.append("\n")
     return text
 
 
-def token_grid(values: np.ndarray) -> np.ndarray:
-    """The 256 patch values of a 257-token vector as a [16, 16] grid (row-major)."""
-    return np.asarray(values[1 : 1 + GRID * GRID], dtype=np.float64).reshape(GRID, GRID)
+def patch_grid(values: np.ndarray, grid: TokenGrid) -> np.ndarray:
+    """The patch values of a per-token vector (0 = CLS, then patches row-major) as a [rows, cols] array."""
+    patches = np.asarray(values[1 : 1 + grid.rows * grid.cols], dtype=np.float64)
+    return patches.reshape(grid.rows, grid.cols)
 
 
 def swatch(value: float, anchors: np.ndarray = VIRIDIS) -> Style:

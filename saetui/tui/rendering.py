@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image
 
 from saetui.errors import UsageError
-from saetui.tui.heat import GRID, HEAT, colour_map
+from saetui.store.runs import TokenGrid
+from saetui.tui.heat import HEAT, colour_map, patch_grid
 
 MODES: tuple[str, ...] = ("auto", "kitty", "sixel", "halfcell", "unicode", "none")
 DECODE_SIDE = 448  # originals (when a database has no thumbnail) are decoded at about this size
@@ -155,10 +156,14 @@ def missing_image(size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(pixels).resize(size, Image.Resampling.NEAREST)
 
 
-def overlay(image: Image.Image, values: np.ndarray, vmax: float) -> Image.Image:
-    """Dim inactive patches and tint active ones by the feature's per-patch value (values: 257 tokens)."""
-    grid = np.clip(np.asarray(values[1 : 1 + GRID * GRID], dtype=np.float64).reshape(GRID, GRID), 0, None)
-    strength = np.clip(grid / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(grid)
+def overlay(image: Image.Image, values: np.ndarray, vmax: float, grid: TokenGrid) -> Image.Image:
+    """Dim inactive patches and tint active ones by the feature's per-patch value (values: one per token)."""
+    if grid.rows == 0:  # a pooled embedding has no patches: tint the whole image by its one value
+        patches = np.full((1, 1), float(values[0]) if len(values) else 0.0)
+    else:
+        patches = np.clip(patch_grid(values, grid), 0, None)
+    grid_values = patches
+    strength = np.clip(grid_values / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(grid_values)
     mask = Image.fromarray((strength * 255).astype(np.uint8), "L").resize(image.size, Image.Resampling.BILINEAR)
     alpha = np.asarray(mask, dtype=np.float64)[..., None] / 255.0
     colours = colour_map(np.asarray(mask, dtype=np.float64) / 255.0 * 0.75 + 0.25, HEAT).astype(np.float64)
@@ -169,7 +174,11 @@ def overlay(image: Image.Image, values: np.ndarray, vmax: float) -> Image.Image:
 
 
 def render(
-    data: bytes | None, size: tuple[int, int], values: np.ndarray | None = None, vmax: float = 0.0
+    data: bytes | None,
+    size: tuple[int, int],
+    values: np.ndarray | None = None,
+    vmax: float = 0.0,
+    grid: TokenGrid | None = None,
 ) -> Image.Image:
     """A tile's pixels: the decoded thumbnail, with the heatmap overlay when values are given, at size."""
     if data is None:
@@ -178,6 +187,6 @@ def render(
         image = decode(data)
     except (OSError, ValueError, Image.DecompressionBombError):
         return missing_image(size)
-    if values is not None:
-        image = overlay(image, values, vmax)
+    if values is not None and grid is not None:
+        image = overlay(image, values, vmax, grid)
     return image.resize(size, Image.Resampling.LANCZOS)

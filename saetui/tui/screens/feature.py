@@ -20,7 +20,7 @@ from saetui.errors import SaetuiError
 from saetui.tui import rendering
 from saetui.tui.charts import bar_rows, column_chart, number, percent
 from saetui.tui.data import FeaturePage, TopImage
-from saetui.tui.heat import HEAT, grid_text, normalise, token_grid
+from saetui.tui.heat import HEAT, grid_text, normalise, patch_grid
 from saetui.tui.messages import FeatureLoaded, LoadFailed, ThumbnailReady
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
@@ -246,14 +246,14 @@ class FeatureScreen(PageScreen):
                 return
             if renderer.widget is None:
                 values = maps[top.image_id]
-                text = grid_text(normalise(token_grid(values), 0.0, vmax), HEAT)
+                text = grid_text(normalise(patch_grid(values, data.grid), 0.0, vmax), HEAT)
                 self.post_message(ThumbnailReady(request, index, None, text))
                 continue
             key = (top.image_id, feature if heatmap else None, size)
 
             def make(top: TopImage = top) -> rendering.Image.Image:
                 values = maps[top.image_id] if heatmap else None
-                return rendering.render(thumbs.get(top.image_id), size, values, vmax)
+                return rendering.render(thumbs.get(top.image_id), size, values, vmax, data.grid)
 
             self.post_message(ThumbnailReady(request, index, self.browser.image_cache.get(key, make)))
 

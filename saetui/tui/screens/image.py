@@ -15,7 +15,7 @@ from textual.widgets import OptionList, Static
 from saetui.errors import SaetuiError
 from saetui.tui import rendering
 from saetui.tui.data import ImagePage, Neighbour
-from saetui.tui.heat import HEAT, VIRIDIS, grid_text, legend, normalise, swatch, token_grid
+from saetui.tui.heat import HEAT, VIRIDIS, grid_text, legend, normalise, patch_grid, swatch
 from saetui.tui.messages import ImageLoaded, ImagePixelsReady, LoadFailed
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
@@ -144,12 +144,12 @@ class ImageScreen(PageScreen):
         self.refresh_heatmap()
 
     def error_text(self, sse: np.ndarray) -> Text:
-        """The 16 x 16 sse map with CLS and a legend."""
+        """The sse map on the run's patch grid, with CLS and a legend."""
         if not np.isfinite(sse).any():
             return Text("no token errors stored", "dim")
         finite = sse[np.isfinite(sse)]
         low, high = float(finite.min()), float(finite.max())
-        text = grid_text(normalise(token_grid(sse), low, high), VIRIDIS)
+        text = grid_text(normalise(patch_grid(sse, self.browser.data.grid), low, high), VIRIDIS)
         text.append("\nCLS ")
         cls = float(sse[0])
         text.append("  ", swatch((cls - low) / (high - low) if high > low and np.isfinite(cls) else 0.0))
@@ -175,7 +175,7 @@ class ImageScreen(PageScreen):
         heat: Text
         if values is not None and values.max() > 0:
             vmax = float(values.max())
-            heat = grid_text(normalise(token_grid(values), 0.0, vmax), HEAT)
+            heat = grid_text(normalise(patch_grid(values, data.grid), 0.0, vmax), HEAT)
             heat.append(f"\nCLS {values[0]:.3g} · max {vmax:.3g}\n")
             heat.append_text(legend("0", f"{vmax:.3g}", HEAT))
         else:
@@ -188,7 +188,7 @@ class ImageScreen(PageScreen):
             def make() -> rendering.Image.Image:
                 thumb = data.thumbnail(image_id)
                 if overlay and values is not None:
-                    return rendering.render(thumb, size, values, float(values.max()))
+                    return rendering.render(thumb, size, values, float(values.max()), data.grid)
                 return rendering.render(thumb, size)
 
             pixels = self.browser.image_cache.get(key, make)

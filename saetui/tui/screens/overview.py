@@ -13,7 +13,7 @@ from textual.widgets import Static
 from saetui.errors import SaetuiError
 from saetui.tui.charts import bar_rows, number
 from saetui.tui.data import Overview
-from saetui.tui.heat import VIRIDIS, grid_text, legend, normalise, swatch, token_grid
+from saetui.tui.heat import VIRIDIS, grid_text, legend, normalise, patch_grid, swatch
 from saetui.tui.messages import LoadFailed, OverviewLoaded
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
@@ -125,13 +125,14 @@ class OverviewScreen(PageScreen):
         return text
 
     def position_text(self, o: Overview) -> Text:
-        """The 16 x 16 mean-sse map plus CLS and the explained variance range."""
+        """The mean-sse map on the run's patch grid plus CLS and the explained variance range."""
         sse = o.position_sse
         if not np.isfinite(sse).any():
             return Text("no position errors: run `saetui stats`", "dim")
         finite = sse[np.isfinite(sse)]
         low, high = float(finite.min()), float(finite.max())
-        text = grid_text(normalise(token_grid(sse), low, high), VIRIDIS, scale=2 if self.app.size.height >= 40 else 1)
+        grid = patch_grid(sse, self.browser.data.grid)
+        text = grid_text(normalise(grid, low, high), VIRIDIS, scale=2 if self.app.size.height >= 40 else 1)
         cls = float(sse[0])
         text.append("\nCLS ")
         text.append("  ", swatch((cls - low) / (high - low) if high > low and np.isfinite(cls) else 0.0))
