@@ -16,6 +16,7 @@ from saetui.commands.options import (
     LabelColumn,
     ModelRevision,
     Revision,
+    SaeName,
     Split,
     Workers,
 )
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(
             ..., metavar="SOURCE", help="Image folder, list file, Parquet file/folder, saved dataset or hf:NAME."
         ),
-        sae: str = typer.Option("layer20", "--sae", help="SAE to evaluate (see `saetui fetch --list`)."),
+        sae: SaeName = "layer20",
         checkpoint: Checkpoint = "latest",
         revision: Revision = None,
         model_revision: ModelRevision = None,
@@ -101,14 +102,13 @@ def register(app: typer.Typer) -> None:
         from saetui.evaluate.report import report_json, report_lines
         from saetui.evaluate.results import check_target, write_results
         from saetui.evaluate.runner import evaluate
-        from saetui.hub import fetch
+        from saetui.hub import fetch, resolve_spec
         from saetui.ingest.sources import open_source
         from saetui.models.trunk import resolve_precision
-        from saetui.registry import get_spec
 
         resolve_precision(precision)
         resolve_device(device)
-        spec = get_spec(sae)
+        spec = resolve_spec(sae, checkpoint, revision, cache)
         opened = open_source(source, split=split, image_column=image_column, label_column=label_column)
         fetched = fetch(spec, checkpoint=checkpoint, revision=revision, cache=cache, model_revision=model_revision)
         if db is not None:

@@ -16,6 +16,7 @@ from saetui.commands.options import (
     LabelColumn,
     ModelRevision,
     Revision,
+    SaeName,
     Split,
     Workers,
 )
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(
             ..., metavar="SOURCE", help="Image folder, list file, Parquet file/folder, saved dataset or hf:NAME."
         ),
-        sae: str = typer.Option("layer20", "--sae", help="SAE: a name of `saetui fetch --list` or a hub repo id."),
+        sae: SaeName = "layer20",
         checkpoint: Checkpoint = "latest",
         revision: Revision = None,
         model_revision: ModelRevision = None,

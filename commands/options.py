@@ -29,6 +29,7 @@ Device = Annotated[
         "--device", help="Device of every model step: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
     ),
 ]
+SaeName = Annotated[str, typer.Option("--sae", help="The SAE: a name of `saetui fetch --list` or a hub repo id.")]
 Checkpoint = Annotated[
     str,
     typer.Option(

@@ -470,7 +470,7 @@ def _fetch_model(api: HfApi, spec: SaeSpec, revision: str, hub_dir: Path) -> tup
     if PREPROCESSOR_CONFIG in present:
         with _hub_errors(repo_id, revision, PREPROCESSOR_CONFIG, hub_dir):
             preprocessor = _download(repo_id, PREPROCESSOR_CONFIG, revision, hub_dir)
-    else:
+    elif spec.preprocessing == "hf-clip":
         _warn(f"model repo {repo_id} has no {PREPROCESSOR_CONFIG}; preprocessing falls back to open_clip's")
     return config, weights, preprocessor, _commit_of(config, OPEN_CLIP_CONFIG)
 

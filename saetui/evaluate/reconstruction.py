@@ -99,7 +99,8 @@ class ReconstructionTotals:
         positive = values > 0
         self.active += int(positive.sum())
         hits = torch.zeros(len(self.fired), dtype=torch.float32, device=values.device)
-        hits.scatter_add_(0, indices.reshape(-1), positive.reshape(-1).to(hits.dtype))
+        # Unused slots (feature -1) have value 0, so clamping them onto feature 0 adds nothing.
+        hits.scatter_add_(0, indices.clamp(min=0).reshape(-1), positive.reshape(-1).to(hits.dtype))
         self.fired |= to_host(hits) > 0
 
     def result(self) -> ReconstructionResult:

@@ -92,7 +92,7 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate the fetched SAE on the source's images (see the module docstring); progress goes to log."""
     from saetui.device import resolve_device, to_device
-    from saetui.families.clip_scope import load_checkpoint
+    from saetui.families.loading import load_sae
     from saetui.families.sparse import standardise_batch
     from saetui.imagenet import class_names
     from saetui.models.preprocess import load_preprocessing
@@ -105,8 +105,16 @@ def evaluate(
     started = time.perf_counter()
     dtype = resolve_precision(options.precision)
     device = resolve_device(options.device)
-    checkpoint = load_checkpoint(fetched.checkpoint_path)
-    prep = load_preprocessing(fetched.model_dir)
+    spec = fetched.spec
+    if spec.hook != "resid_post" or spec.tokens != "all":
+        raise UsageError(
+            f"{spec.name} reads {spec.hook} ({spec.tokens} tokens): eval splices SAEs on all tokens of a block output",
+            "evaluate an SAE on resid_post of all tokens (e.g. CLIP-Scope's, ViT-Prisma's all-patch SAEs)",
+        )
+    checkpoint = load_sae(spec, fetched.checkpoint_path, fetched.config_path)
+    if checkpoint.needs_scaling:
+        raise UsageError(f"{spec.name} needs an input scaling its file lacks", "index it instead: saetui index")
+    prep = load_preprocessing(fetched.model_dir, spec.preprocessing)
     warning = preprocessing_warning(fetched.model_dir, prep)
     if warning:
         _say(log, f"warning: {warning}")
@@ -157,7 +165,7 @@ def evaluate(
                     totals["raw"].add(x, recon, values, indices)
                     z = standardise_batch(x)
                     values, indices = sae.encode(z)
-                    totals["standardised"].add(z, sae.decode(values, indices), values, indices)
+                    totals["standardised"].add(z, sae.reconstruct(z, values, indices), values, indices)
                     images += len(batch.images)
                 progress.advance(batch.n_items, f"skipped {skip_reasons.total()}" if skip_reasons else "")
     finally:

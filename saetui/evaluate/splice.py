@@ -79,7 +79,7 @@ class SaeSplice:
         n_images, n_tokens, width = x.shape
         flat = x.reshape(-1, width).float()
         values, indices = self.sae.encode(flat)
-        recon = self.sae.decode(values, indices)
+        recon = self.sae.reconstruct(flat, values, indices)
         error = flat - recon
         self.activations, self.values, self.indices, self.reconstruction = flat, values, indices, recon
         fanned = torch.cat([flat, recon, recon + error]).reshape(len(CONDITIONS) * n_images, n_tokens, width)

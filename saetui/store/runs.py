@@ -59,10 +59,10 @@ def normalise_settings(settings: Mapping[str, object]) -> dict[str, object]:
     missing = [key for key in ("n_features", "k", "tokens") if settings.get(key) is None]
     if missing:
         raise ValueError(f"run settings need {', '.join(missing)}")
-    for key in ("n_features", "k"):
+    for key, least in (("n_features", 1), ("k", 0)):  # k = 0: no bound on the pairs per token
         value = settings[key]
-        if not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, not {value!r}")
+        if not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{key} must be an integer >= {least}, not {value!r}")
     if settings["tokens"] not in TOKEN_SETS:
         raise ValueError(f"tokens must be one of {', '.join(TOKEN_SETS)}, not {settings['tokens']!r}")
     result = {key: value.item() if isinstance(value, np.generic) else value for key, value in settings.items()}

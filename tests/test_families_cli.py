@@ -1,0 +1,186 @@
+"""The real workflow for every family through the fake hub: `saetui fetch <repo id>`, `index --sae <repo id>`,
+then stats, show, query, browse and compare on the results (subprocesses, as a user runs them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
+
+import duckdb
+import numpy as np
+import pytest
+
+from harness.badimages import copy_imagenet_sample
+from harness.fakehub import FakeHub, hub_environment
+from harness.families import PACH_REPO, PRISMA_REPO, SAEV_REPO
+from harness.tui import browser, screen_text, settle
+from saetui.tui.data import BrowseData
+from saetui.tui.screens.feature import FeatureScreen
+
+FAMILIES = {  # repo id -> (family, grid, stored tokens per image)
+    PRISMA_REPO: ("vit-prisma", (7, 7), 50),
+    SAEV_REPO: ("saev", (14, 14), 196),
+    PACH_REPO: ("dictionary_learning", (24, 24), 1),
+}
+
+
+class Workspace(NamedTuple):
+    """The images, the environment and one database per SAE (by repo id, plus layer20 for CLIP-Scope)."""
+
+    images: Path
+    env: dict[str, str]
+    dbs: dict[str, Path]
+    logs: dict[str, str]
+
+
+def _ok(done: subprocess.CompletedProcess[str]) -> str:
+    """stderr of a run that must have succeeded."""
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(fake_hub: FakeHub, tmp_path_factory: pytest.TempPathFactory, run_saetui) -> Workspace:
+    """Fetch each family's SAE by repo id and index the same 10 real images with it (and with layer20)."""
+    root = tmp_path_factory.mktemp("families")
+    env = hub_environment(fake_hub.url, root)
+    images = root / "images"
+    copy_imagenet_sample(images, wnids=10, split=None)
+    dbs, logs = {}, {}
+    for name in [*FAMILIES, "layer20"]:
+        db = root / (name.replace("/", "_") + ".duckdb")
+        logs[name] = _ok(run_saetui("fetch", name, env=env)) + _ok(
+            run_saetui("index", str(images), "--sae", name, "--db", str(db), "--no-stats", env=env)
+        )
+        lens = [] if name == PRISMA_REPO else ["--no-lens"]  # the logit lens on one family is enough here
+        logs[name] += _ok(run_saetui("stats", "--db", str(db), *lens, env=env))
+        dbs[name] = db
+    return Workspace(images, env, dbs, logs)
+
+
+def _runs(db: Path) -> dict[str, object]:
+    """The first runs row as a dict."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        cursor = con.execute("SELECT * FROM runs ORDER BY run_id LIMIT 1")
+        return dict(zip([d[0] for d in cursor.description], cursor.fetchone(), strict=True))
+
+
+@pytest.mark.parametrize("repo", list(FAMILIES))
+def test_fetch_and_index_by_repo_id_record_the_family_and_grid(workspace: Workspace, repo: str) -> None:
+    """Each database says which family, hook and grid it holds, and stores the SAE's own token set."""
+    family, grid, tokens = FAMILIES[repo]
+    run = _runs(workspace.dbs[repo])
+    assert (run["sae_family"], run["sae_repo"], run["status"]) == (family, repo, "done")
+    assert (run["grid_rows"], run["grid_cols"]) == grid
+    assert run["preprocess_reference"] == "open_clip"
+    with duckdb.connect(str(workspace.dbs[repo]), read_only=True) as con:
+        n_images, n_tokens = con.execute("SELECT count(DISTINCT image_id), count(*) FROM token_codes").fetchone()
+        assert n_images == 10 and n_tokens == 10 * tokens
+        pairs = con.execute("SELECT max(len(feature_values)) FROM token_codes").fetchone()[0]
+        n_features = con.execute("SELECT count(*) FROM features").fetchone()[0]
+        assert n_features == run["n_features"]
+    if family != "dictionary_learning":
+        assert pairs > 0
+
+
+def test_logit_lens_and_eval_run_on_a_prisma_sae(workspace: Workspace, run_saetui) -> None:
+    """The lens maps Prisma's decoder rows through ln_post and the projection; eval splices it into the B/32."""
+    with duckdb.connect(str(workspace.dbs[PRISMA_REPO]), read_only=True) as con:
+        assert con.execute("SELECT count(DISTINCT feature) FROM logit_lens").fetchone()[0] > 0
+    done = run_saetui("eval", str(workspace.images), "--sae", PRISMA_REPO, "--json", env=workspace.env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["images"]["evaluated"] == 10 and report["downstream"]["labelled_images"] == 10
+
+
+def test_relu_sae_stores_every_active_latent(workspace: Workspace) -> None:
+    """The Prisma ReLU SAE keeps more than 32 latents per token (no fixed k; runs.k = 0 means unbounded)."""
+    run = _runs(workspace.dbs[PRISMA_REPO])
+    assert run["k"] == 0 and run["activation"] == "ReLU" and run["normalisation"] == "layer_norm"
+    with duckdb.connect(str(workspace.dbs[PRISMA_REPO]), read_only=True) as con:
+        mean_pairs = con.execute("SELECT avg(len(feature_values)) FROM token_codes").fetchone()[0]
+        assert mean_pairs > 32
+        assert con.execute("SELECT min(value) FROM activations").fetchone()[0] > 0
+
+
+def test_saev_codes_are_marked_approximate(workspace: Workspace) -> None:
+    """saev's input scaling was estimated from the indexed images: runs.approximate says so, the log warned."""
+    run = _runs(workspace.dbs[SAEV_REPO])
+    assert "estimated from the indexed images" in run["approximate"]
+    assert run["input_scale"] > 0 and len(run["input_mean"]) == 32
+    assert "estimating saev-clip-b16-layer10's input scaling" in workspace.logs[SAEV_REPO]
+
+
+def test_show_and_query_work_on_every_family(workspace: Workspace, run_saetui) -> None:
+    """`saetui show` prints a feature card and `saetui query` answers, whatever the family."""
+    for repo in FAMILIES:
+        db = str(workspace.dbs[repo])
+        done = run_saetui("query", "SELECT feature FROM features WHERE NOT dead ORDER BY frequency DESC LIMIT 1",
+                          "--db", db, "--format", "json", env=workspace.env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        rows = json.loads(done.stdout)
+        if not rows:
+            continue
+        feature = rows[0]["feature"]
+        shown = run_saetui("show", str(feature), "--db", db, env=workspace.env)
+        assert shown.returncode == 0 and f"feature {feature}" in shown.stdout.lower(), shown.stderr
+
+
+def test_browse_heatmaps_use_the_models_own_grid(workspace: Workspace) -> None:
+    """BrowseData reads the 7 x 7 grid of ViT-B/32: patch values have 50 entries, the overlay a 7 x 7 map."""
+    data = BrowseData(workspace.dbs[PRISMA_REPO])
+    try:
+        assert (data.grid.rows, data.grid.cols, data.grid.n_tokens) == (7, 7, 50)
+        with data.cursor() as cur:
+            feature, image_id = cur.execute(
+                "SELECT feature, image_id FROM feature_images ORDER BY rank, feature LIMIT 1"
+            ).fetchone()
+        values = data.patch_values(image_id, feature)
+        assert values.shape == (50,) and values.max() > 0
+    finally:
+        data.close()
+
+
+async def test_browse_feature_page_on_a_prisma_database(workspace: Workspace) -> None:
+    """The feature page of a Prisma SAE opens with its thumbnails (a Pilot run of the real app)."""
+    app = browser(workspace.dbs[PRISMA_REPO])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, FeatureScreen)
+        assert "Feature" in screen_text(app)
+
+
+def test_compare_clip_scope_with_prisma_on_the_same_images(workspace: Workspace, run_saetui) -> None:
+    """`saetui compare` matches a CLIP-Scope database against a Prisma one (another model, another family)."""
+    scope, prisma = str(workspace.dbs["layer20"]), str(workspace.dbs[PRISMA_REPO])
+    done = run_saetui("compare", scope, prisma, "--json", env=workspace.env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["images"] == 10  # matched by content hash: the same ten files
+    with duckdb.connect(str(workspace.dbs["layer20"]), read_only=True) as con:
+        alive = con.execute("SELECT count(*) FROM features WHERE NOT dead").fetchone()[0]
+    matched = [m for m in result["matches"] if m["match_feature"] is not None]
+    assert len(result["matches"]) == alive and matched and all(0 < m["jaccard"] <= 1 for m in matched)
+
+
+def test_one_database_holds_one_family(workspace: Workspace, run_saetui) -> None:
+    """Indexing with a Prisma SAE into the CLIP-Scope database is refused in one line saying why."""
+    done = run_saetui("index", str(workspace.images), "--sae", PRISMA_REPO, "--db", str(workspace.dbs["layer20"]),
+                      "--no-stats", env=workspace.env)  # fmt: skip
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("saetui: error")]
+    assert len(lines) == 1 and "clip-scope SAE" in lines[0] and "vit-prisma" in lines[0]
+
+
+def test_patch_map_length_follows_the_grid(workspace: Workspace) -> None:
+    """The notebook API's patch_map has the run's token count: 197 for saev's ViT-B/16 patches."""
+    import saetui
+
+    db = saetui.open(workspace.dbs[SAEV_REPO])
+    top = db.con.execute("SELECT feature, image_id FROM feature_images ORDER BY rank LIMIT 1").fetchone()
+    values = db.patch_map(*top)
+    assert values.shape == (197,) and values[0] == 0 and np.count_nonzero(values) > 0
