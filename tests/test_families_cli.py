@@ -14,7 +14,7 @@ import pytest
 
 from harness.badimages import copy_imagenet_sample
 from harness.fakehub import FakeHub, hub_environment
-from harness.families import PACH_REPO, PRISMA_REPO, SAEV_REPO
+from harness.families import PACH_REPO, PRISMA_MODEL, PRISMA_REPO, SAEV_REPO
 from harness.tui import browser, screen_text, settle
 from saetui.tui.data import BrowseData
 from saetui.tui.screens.feature import FeatureScreen
@@ -184,3 +184,52 @@ def test_patch_map_length_follows_the_grid(workspace: Workspace) -> None:
     top = db.con.execute("SELECT feature, image_id FROM feature_images ORDER BY rank LIMIT 1").fetchone()
     values = db.patch_map(*top)
     assert values.shape == (197,) and values[0] == 0 and np.count_nonzero(values) > 0
+
+
+GENERIC_CONFIG = f"""
+[sae.bigg-pooled]
+family = "generic"
+repo = "gytdau/clip-sae-128"
+file = "sparse_autoencoder_128.pth"
+model = "hf-hub:{PRISMA_MODEL}"
+layer = 0
+hook = "pooled"
+
+[sae.bigg-pooled.keys]
+enc = "encoder.weight"
+transpose_enc = true
+b_enc = "encoder.bias"
+dec = "decoder.weight"
+transpose_dec = true
+b_dec = "decoder.bias"
+input_bias = "decoder.bias"
+activation = "relu"
+"""
+
+
+def test_generic_pooled_sae_from_the_user_config(workspace: Workspace, fake_hub: FakeHub, run_saetui, tmp_path) -> None:
+    """A state dict described in the config (no code from the hub) on the pooled embedding: one token per image."""
+    import io
+
+    import torch
+
+    from harness.families import sae_tensors
+
+    t = sae_tensors(128, seed=400, d_in=16)  # 16 = the stand-in's embedding width
+    state = {"encoder.weight": t["W_enc"].T.contiguous(), "encoder.bias": t["b_enc"],
+             "decoder.weight": t["W_dec"].T.contiguous(), "decoder.bias": t["b_dec"]}  # fmt: skip
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    fake_hub.add_repo(
+        "gytdau/clip-sae-128", {"sparse_autoencoder_128.pth": buffer.getvalue(), "model.py": b"raise SystemExit"}
+    )
+    env = {**workspace.env, "SAETUI_CONFIG": str(tmp_path / "config.toml")}
+    (tmp_path / "config.toml").write_text(GENERIC_CONFIG, encoding="utf-8")
+    db = tmp_path / "pooled.duckdb"
+    _ok(run_saetui("fetch", "bigg-pooled", env=env))
+    _ok(run_saetui("index", str(workspace.images), "--sae", "bigg-pooled", "--db", str(db), env=env))
+    run = _runs(db)
+    assert (run["sae_family"], run["hook"], run["grid_rows"], run["tokens"]) == ("generic", "pooled", 0, "all")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*), max(token) FROM token_codes").fetchone() == (10, 0)
+        assert con.execute("SELECT count(*) FROM features").fetchone()[0] == 128

@@ -14,6 +14,10 @@ FORBIDDEN = {
     "saetui": ("saetui.commands",),
     "saetui/stats": ("saetui.api", "saetui.card", "saetui.tui", "saetui.commands"),
     "saetui/store": ("saetui.api", "saetui.card", "saetui.stats", "saetui.tui", "saetui.commands"),
+    # The pipeline reads downwards: models and families know nothing of ingest, the store or what is above them.
+    "saetui/models": ("saetui.families", "saetui.ingest", "saetui.store", "saetui.stats", "saetui.tui", "saetui.api"),
+    "saetui/families": ("saetui.ingest", "saetui.store", "saetui.stats", "saetui.tui", "saetui.api", "saetui.evaluate"),
+    "saetui/ingest": ("saetui.stats", "saetui.tui", "saetui.api", "saetui.card", "saetui.evaluate"),
 }
 
 

@@ -382,3 +382,51 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         assert got.execute(query).fetchall() == ref.execute(query).fetchall(), query
     ref.close()
     got.close()
+
+
+def test_fixed_size_code_arrays_of_schema_2_still_read(tmp_path: Path) -> None:
+    """A schema-2 database stored FLOAT[k] arrays: the reader gives the same arrays as from today's lists."""
+    from saetui.store.reader import iter_token_codes
+    from saetui.store.schema import create_schema
+
+    layout = CodeLayout(2, 1024)
+    con = duckdb.connect(str(tmp_path / "v2.duckdb"))
+    create_schema(con, layout)
+    con.execute("DROP VIEW activations")
+    con.execute("DROP VIEW token_errors")
+    con.execute("DROP TABLE token_codes")
+    con.execute(
+        "CREATE TABLE token_codes (image_id INTEGER, token SMALLINT, feature_keys UINTEGER[2], "
+        "feature_values FLOAT[2], sse FLOAT, total_ss FLOAT)"
+    )
+    keys = layout.encode(np.array([0, 0, 1, 1]), np.array([3, 9, 4, 1000]))
+    con.execute(
+        "INSERT INTO token_codes VALUES (0, 0, ?, [1.5, 0.5], 1, 2), (0, 1, ?, [2.0, -1.0], 1, 2)",
+        [keys[:2].tolist(), keys[2:].tolist()],
+    )
+    (codes,) = list(iter_token_codes(con))
+    assert codes.features.tolist() == [[3, 9], [4, 1000]]
+    assert codes.values.tolist() == [[1.5, 0.5], [2.0, -1.0]]
+    con.close()
+
+
+def test_tokens_keep_any_number_of_pairs(tmp_path: Path) -> None:
+    """k = 0 (a ReLU SAE): each token stores its own number of pairs; unused slots (-1) are not stored."""
+    from harness.handbuilt import settings
+    from saetui.store.reader import image_codes
+    from saetui.store.writer import ImageRecord, IndexWriter
+
+    features = np.array([[[5, 2, -1, -1], [7, -1, -1, -1], [1, 3, 0, 9]]])
+    values = np.where(features >= 0, np.arange(1, 13, dtype=np.float32).reshape(1, 3, 4), 0).astype(np.float32)
+    record = ImageRecord(0, "a.jpg", None, 1, 1, "h", None, b"")
+    path = tmp_path / "relu.duckdb"
+    errors = np.ones((1, 3), np.float32)
+    with IndexWriter.open(path, settings(16, 0), source="s", source_items=1) as writer:
+        writer.write_batch([record], np.arange(3), features, values, errors, errors, None)
+        writer.finish_run()
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute("SELECT token, feature, value FROM activations ORDER BY token, feature").fetchall()
+        assert rows == [(0, 2, 2.0), (0, 5, 1.0), (1, 7, 5.0), (2, 0, 11.0), (2, 1, 9.0), (2, 3, 10.0), (2, 9, 12.0)]
+        codes = image_codes(con, 0)
+    assert codes.features.shape == (3, 4)  # padded to the longest row, with zeros that are never active
+    assert codes.features[1].tolist() == [7, 0, 0, 0] and codes.values[1].tolist() == [5.0, 0, 0, 0]
