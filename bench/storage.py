@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--thumbnail-px", type=int, help="what-if thumbnail size (default: the engine's own)")
     parser.add_argument("--sample-dir", type=Path, default=SAMPLE_DIR)
     parser.add_argument("--db", type=Path, help="keep the database here instead of a temporary folder")
+    parser.add_argument(
+        "--family", choices=("topk", "relu"), default="topk", help="topk: CLIP-Scope k=32; relu: Prisma, ~1,405 pairs"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "storage.duckdb"
@@ -83,10 +86,12 @@ def main(argv: list[str] | None = None) -> None:
             commit_images=args.commit_every,
             thumbnail_px=args.thumbnail_px,
             sample_dir=args.sample_dir,
+            family=args.family,
         )
         file_bytes = db.stat().st_size + (wal_path(db).stat().st_size if wal_path(db).exists() else 0)
         con = connect(db)
-        print(f"synthetic codes (bench/synthetic.py, not a real model): {args.images} images x 257 tokens x k=32")
+        shape = "257 tokens x k=32" if args.family == "topk" else "50 tokens x ~1,405 active of 49,152 (ReLU)"
+        print(f"synthetic codes (bench/synthetic.py, not a real model): {args.images} images x {shape}")
         thumbnails = "the index engine's" if args.thumbnail_px is None else f"{args.thumbnail_px} px JPEG q75"
         print(
             f"duckdb {duckdb.__version__}, batch size {args.batch_size}, committed every {args.commit_every} images, "
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         free, total = con.execute("SELECT free_blocks, total_blocks FROM pragma_database_size()").fetchall()[0]
         print(f"free blocks: {free} of {total}")
         con.close()
-        print(f"one image's activations (8,224 rows) through the view: {read_latency_ms(db, args.images):.1f} ms")
+        print(f"one image's activations through the view: {read_latency_ms(db, args.images):.1f} ms")
         print(f"file: {file_bytes} bytes")
         print(f"bytes_per_image: {file_bytes / args.images:.0f}")
 

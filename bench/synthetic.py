@@ -13,6 +13,9 @@ What "realistic" means here (CLIP-Scope shapes: 257 tokens x k = 32 of 65,536 fe
 - images: real thumbnails of ../shared/data/imagenet-sample (cycled), made by the index engine's own code from the
   model's 224 px input crop (or, for what-if runs, resized to a given size), ImageNet-style paths and labels, sha256
   content hashes.
+A dense family (--family relu): ViT-Prisma's recommended all-patch ReLU SAE on ViT-B/32, 50 tokens of 49,152
+features, every active latent stored: a log-normal number of pairs per token around the reported mean L0 of 1,405
+(sigma 0.3), distinct features from the same Zipf-like popularity, positive values (ReLU) log-normal around 0.3.
 Nothing here comes from a real model: benchmark output that uses it says so.
 """
 
@@ -130,6 +133,36 @@ class SyntheticCodes:
         )
 
 
+@dataclass
+class DenseCodes(SyntheticCodes):
+    """A ReLU SAE's codes: a variable number of positive pairs per token, padded with feature -1."""
+
+    n_features: int = 49_152
+    n_tokens: int = 50
+    mean_pairs: float = 1405.0
+
+    def features(self, count: int) -> np.ndarray:
+        """[count, n_tokens, K] int32 distinct features per token, -1 after each token's own count."""
+        pairs = np.clip(
+            np.rint(self.mean_pairs * np.exp(self.rng.normal(-0.045, 0.3, (count, self.n_tokens)))), 1, None
+        )
+        width = int(pairs.max())
+        out = np.full((count, self.n_tokens, width), -1, np.int32)
+        for b in range(count):
+            for t in range(self.n_tokens):
+                chosen = np.unique(self.draw(int(2 * pairs[b, t])))[: int(pairs[b, t])]
+                out[b, t, : len(chosen)] = self.rng.permutation(chosen)
+        self._pairs = out >= 0
+        return out
+
+    def values(self, count: int) -> np.ndarray:
+        """Positive values for the pairs the last features() call made, descending per token, 0 in unused slots."""
+        kept = self._pairs
+        values = np.exp(self.rng.normal(np.log(0.3), 0.8, kept.shape)).astype(np.float32)
+        values = -np.sort(-np.where(kept, values, 0), axis=2)
+        return np.where(kept, values, 0).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SampleImage:
     """One real image of the sample folder: where it is, its label, its bytes' hash, its thumbnail."""
@@ -222,6 +255,19 @@ SETTINGS: dict[str, object] = {
 }
 
 
+DENSE_SETTINGS: dict[str, object] = {
+    "model_id": "ViT-B-32 (synthetic codes)",
+    "layer": 11,
+    "sae_family": "vit-prisma",
+    "sae_name": "prisma-b32-layer11-resid_post",
+    "d_in": 768,
+    "n_features": 49_152,
+    "k": 0,
+    "grid_rows": 7,
+    "grid_cols": 7,
+}
+
+
 def write_synthetic(
     db: Path,
     n_images: int,
@@ -232,6 +278,7 @@ def write_synthetic(
     thumbnail_px: int | None = None,
     sample_dir: Path = SAMPLE_DIR,
     progress: bool = True,
+    family: str = "topk",
 ) -> float:
     """Index n_images synthetic images into db through IndexWriter (a fresh database) and return the seconds taken.
 
@@ -240,12 +287,13 @@ def write_synthetic(
     Thumbnails are the index engine's own (thumbnail_px None) or what-if px-sized ones.
     """
     samples = sample_images(sample_dir, engine_thumbnail if thumbnail_px is None else sized_thumbnail(thumbnail_px))
-    codes = SyntheticCodes(seed=seed)
-    tokens = np.arange(N_TOKENS)
+    codes = SyntheticCodes(seed=seed) if family == "topk" else DenseCodes(seed=seed)
+    tokens = np.arange(codes.n_tokens)
+    settings = SETTINGS if family == "topk" else {**SETTINGS, **DENSE_SETTINGS}
     start = time.perf_counter()
     with IndexWriter.open(
         db,
-        {**SETTINGS, "batch_size": batch_size},
+        {**settings, "batch_size": batch_size},
         source="synthetic:imagenet",
         source_items=n_images,
         overwrite=True,
