@@ -31,7 +31,11 @@ def feature_card(
     run = db.run()
     card: dict[str, Any] = {
         "feature": feature,
-        "run": {key: run.get(key) for key in ("sae_name", "model_id", "layer", "k", "n_features") if key in run},
+        "run": {
+            key: run.get(key)
+            for key in ("sae_name", "sae_family", "model_id", "layer", "hook", "k", "n_features", "approximate")
+            if key in run
+        },
         "stats": {key: value for key, value in stats.items() if key != "feature"},
         "top_images": db.top_images(feature, n_images).to_dicts(),
         "top_labels": db.label_shares(feature).head(n_related).to_dicts(),
@@ -73,8 +77,11 @@ def render_card(card: dict[str, Any]) -> str:
     """The card as aligned plain text for terminals without graphics."""
     s = card["stats"]
     run = card["run"]
-    where = f"  ({run.get('sae_name')}, layer {run.get('layer')} of {run.get('model_id')})" if run else ""
+    hook = run.get("hook") or "resid_post"
+    where = f"  ({run.get('sae_name')}, {hook} of layer {run.get('layer')} of {run.get('model_id')})" if run else ""
     lines = [f"feature {card['feature']}{where}"]
+    if run.get("approximate"):
+        lines.append(f"  approximate codes: {run['approximate']}")
     if s.get("dead"):
         lines.append("  dead: never active (value > 0) on any stored token")
     lines += [

@@ -105,9 +105,16 @@ def test_relu_sae_stores_every_active_latent(workspace: Workspace) -> None:
         assert con.execute("SELECT min(value) FROM activations").fetchone()[0] > 0
 
 
-def test_saev_codes_are_marked_approximate(workspace: Workspace) -> None:
-    """saev's input scaling was estimated from the indexed images: runs.approximate says so, the log warned."""
+def test_saev_codes_are_marked_approximate(workspace: Workspace, run_saetui) -> None:
+    """saev's input scaling was estimated from the indexed images: runs.approximate, the log, show and browse say so."""
     run = _runs(workspace.dbs[SAEV_REPO])
+    shown = run_saetui("show", "5", "--db", str(workspace.dbs[SAEV_REPO]), env=workspace.env)
+    assert "approximate codes: saev's input scaling" in shown.stdout, shown.stderr
+    data = BrowseData(workspace.dbs[SAEV_REPO])
+    try:
+        assert "estimated from the indexed images" in dict(data.overview().run)["approximate"]
+    finally:
+        data.close()
     assert "estimated from the indexed images" in run["approximate"]
     assert run["input_scale"] > 0 and len(run["input_mean"]) == 32
     assert "estimating saev-clip-b16-layer10's input scaling" in workspace.logs[SAEV_REPO]

@@ -19,14 +19,18 @@ from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
 
 RUN_KEYS = (
+    "sae_family",
     "model_id",
     "pretrained",
     "layer",
+    "hook",
     "sae_name",
     "sae_repo",
     "sae_file",
     "sae_checkpoint",
     "k",
+    "activation",
+    "normalisation",
     "n_features",
     "tokens",
     "precision",
@@ -100,6 +104,8 @@ class OverviewScreen(PageScreen):
         for key in RUN_KEYS:
             if key in values:
                 table.add_row(key, values[key])
+        if "approximate" in values:  # e.g. saev's input scaling, estimated by saetui: the codes are not the release's
+            table.add_row(Text("approximate", "bold yellow"), Text(values["approximate"], "yellow"))
         if not values:
             table.add_row("run", "no runs table")
         return table
