@@ -42,7 +42,9 @@ def _root(
 
 
 # Each module defines register(app) and keeps torch, open_clip and textual out of its import time.
-COMMAND_MODULES: tuple[str, ...] = ("fetch", "index", "stats", "show", "browse", "query", "demo", "eval", "compare")
+COMMAND_MODULES: tuple[str, ...] = (
+    "fetch", "index", "stats", "show", "browse", "query", "demo", "eval", "compare", "effects", "steer",
+)  # fmt: skip
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"saetui.commands.{_name}").register(app)

@@ -195,31 +195,66 @@ class VisionTrunk(torch.nn.Module):
             open_clip.model.convert_weights_to_lp(visual, dtype=dtype)
         return cls(visual, hook, torch_device, dtype)
 
-    @torch.no_grad()
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Activations at the hook: pixels [B, 3, H, W] -> float32 [B, n_tokens, width]."""
+    @classmethod
+    def from_clip(cls, model: torch.nn.Module, layer: int, site: str = "resid_post") -> VisionTrunk:
+        """The trunk of a full open_clip CLIP already loaded (its later blocks stay, so `finish` can run them)."""
+        n_layers = len(model.visual.transformer.resblocks)
+        layer = n_layers - 1 if site == "pooled" else layer
+        if not 0 <= layer < n_layers:
+            raise UsageError(f"layer {layer} does not exist: blocks 0..{n_layers - 1}", f"pick 0..{n_layers - 1}")
+        parameter = next(model.visual.parameters())
+        return cls(model.visual, HookPoint(layer, site), parameter.device, parameter.dtype)
+
+    def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Patch and class embeddings plus positions, after ln_pre, in the blocks' own layout."""
         visual = self.visual
         x = pixels.to(device=self.device, dtype=self.dtype)
-        if self.hook.site == "pooled":
-            return visual(x).float()[:, None, :]  # the tower's own pooling, ln_post and projection
         x = visual.conv1(x)  # [B, width, grid, grid]
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid*grid, width], patches row-major
         cls_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls_token, x], dim=1) + visual.positional_embedding.to(x.dtype)
         x = visual.ln_pre(x)
-        if self.sequence_first:
-            x = x.transpose(0, 1)  # [tokens, B, width], as these blocks' attention expects
+        return x.transpose(0, 1) if self.sequence_first else x  # [tokens, B, width] where the blocks expect it
+
+    def _batch_first(self, x: torch.Tensor) -> torch.Tensor:
+        """x from the blocks' layout to [B, tokens, width] (and back: the transpose is its own inverse)."""
+        return x.transpose(0, 1) if self.sequence_first else x
+
+    def hook_and_residual(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(activations at the hook, residual stream after block `layer`), both [B, tokens, width] in the model's
+        dtype; the residual is None for the pooled embedding (nothing follows it)."""
+        visual = self.visual
+        if self.hook.site == "pooled":
+            return visual(pixels.to(device=self.device, dtype=self.dtype))[:, None, :], None
+        x = self._embed(pixels)
         blocks = visual.transformer.resblocks
         split = self.hook.site in ("mlp_out", "attn_out")
-        for block in blocks[:-1] if split else blocks:
+        for block in blocks[: self.layer if split else self.layer + 1]:
             x = block(x)
-        if split:
-            last = blocks[-1]
-            attn_out = last.ls_1(last.attention(q_x=last.ln_1(x)))
-            x = attn_out if self.hook.site == "attn_out" else last.ls_2(last.mlp(last.ln_2(x + attn_out)))
-        if self.sequence_first:
-            x = x.transpose(0, 1)
-        return x.float()
+        if not split:
+            return self._batch_first(x), self._batch_first(x)
+        last = blocks[self.layer]
+        attn_out = last.ls_1(last.attention(q_x=last.ln_1(x)))
+        middle = x + attn_out
+        mlp_out = last.ls_2(last.mlp(last.ln_2(middle)))
+        hook = attn_out if self.hook.site == "attn_out" else mlp_out
+        return self._batch_first(hook), self._batch_first(middle + mlp_out)
+
+    def finish(self, residual: torch.Tensor) -> torch.Tensor:
+        """The image embedding [B, embed_dim] from the residual stream after block `layer` [B, tokens, width]: the
+        later blocks, the tower's pooling, ln_post and projection (a trunk built by from_clip has them)."""
+        visual = self.visual
+        x = self._batch_first(residual.to(self.dtype))
+        for block in visual.transformer.resblocks[self.layer + 1 :]:
+            x = block(x)
+        pooled, _ = visual._pool(self._batch_first(x))
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    @torch.no_grad()
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Activations at the hook: pixels [B, 3, H, W] -> float32 [B, n_tokens, width]."""
+        hook, _ = self.hook_and_residual(pixels)
+        return hook.float()
 
 
 def load_clip(model_dir: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
