@@ -133,6 +133,10 @@ class Database:
         """The feature's logit-lens labels: rank, label, score (cosine), prob."""
         return queries.lens(self.con, feature)
 
+    def causal_effect(self, feature: int) -> tuple[pl.DataFrame, dict[str, Any]]:
+        """The causal effect `saetui effects` stored: (role, rank, label, delta, relative_delta) rows, summary."""
+        return queries.causal_effect(self.con, feature)
+
     def histogram(self, feature: int) -> pl.DataFrame:
         """Counts of the feature's active token values per log2 bin: bin, lo, hi, count."""
         return queries.histogram(self.con, feature)

@@ -53,6 +53,12 @@ def feature_card(
         },
         "histogram": db.histogram(feature).select("lo", "hi", "count").to_dicts(),
     }
+    classes, effect = db.causal_effect(feature)
+    card["causal_effect"] = {
+        **effect,
+        "supports": classes.filter(classes["role"] == "supports").head(n_related).to_dicts() if effect else [],
+        "suppresses": classes.filter(classes["role"] == "suppresses").head(n_related).to_dicts() if effect else [],
+    }
     try:
         card["neighbours"] = db.neighbours(feature, n_related).to_dicts()
         card["neighbours_note"] = None
@@ -113,6 +119,22 @@ def render_card(card: dict[str, Any]) -> str:
     ] or ["  (not computed: run `saetui stats` with the model files)"]
     if card["lens"]:
         lines.append(f"  note: {LENS_NOTE}")
+    effect = card.get("causal_effect") or {}
+    if effect.get("n_images"):
+        lines += ["", f"causal effect (ablation over {effect['n_images']} top images; relative logit change)"]
+        lines += [f"  supports    {_num(r['relative_delta'], 3):>8}  {r['label']}" for r in effect["supports"][:5]]
+        lines += [f"  suppresses  {_num(r['relative_delta'], 3):>8}  {r['label']}" for r in effect["suppresses"][:3]]
+        lines.append(
+            f"  p(own label) drop {_num(effect.get('own_prob_drop'), 3)}   "
+            f"top-1 flips {_num(effect.get('flip_share'), 3)}"
+        )
+        lines.append(
+            f"  agreement (top-class overlap): lens~causal {_num(effect.get('lens_causal_overlap'), 2)}   "
+            f"lens~labels {_num(effect.get('lens_label_overlap'), 2)}   "
+            f"causal~labels {_num(effect.get('causal_label_overlap'), 2)}"
+        )
+    else:
+        lines += ["", "causal effect", "  (not computed: run `saetui effects`)"]
     co = card["coactivation"]
     lines += ["", f"coactivating features ({co['level']} level: count, P(g|f), Jaccard)"]
     lines += [

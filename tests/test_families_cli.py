@@ -240,3 +240,22 @@ def test_generic_pooled_sae_from_the_user_config(workspace: Workspace, fake_hub:
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*), max(token) FROM token_codes").fetchone() == (10, 0)
         assert con.execute("SELECT count(*) FROM features").fetchone()[0] == 128
+
+
+def test_effects_and_steering_through_a_normalised_sae(workspace: Workspace, run_saetui, tmp_path) -> None:
+    """On the fake-hub Prisma database (layer_norm SAE: edits are mapped back through sigma), effects and steer run."""
+    import shutil
+
+    db = tmp_path / "prisma-effects.duckdb"
+    shutil.copy(workspace.dbs[PRISMA_REPO], db)
+    done = run_saetui("effects", "--db", str(db), "--top-images", "4", env=workspace.env)
+    assert done.returncode == 0, done.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        n, flips = con.execute("SELECT count(*), avg(flip_share) FROM feature_effects").fetchone()
+        feature = con.execute("SELECT feature FROM feature_effects ORDER BY abs(top_delta) DESC LIMIT 1").fetchone()[0]
+    assert n > 0 and 0 <= flips <= 1
+    steered = run_saetui("steer", "0", "--feature", str(feature), "--scale", "10", "--db", str(db), env=workspace.env)
+    assert steered.returncode == 0, steered.stderr
+    assert steered.stdout.splitlines()[0].startswith(f"image 0: feature {feature} set to 10 x max")
+    shown = run_saetui("show", str(feature), "--db", str(db), env=workspace.env)
+    assert "causal effect (ablation over" in shown.stdout

@@ -201,6 +201,11 @@ def _store(
         }
     )
     con.execute("BEGIN")
+    for name, table in (("causal_effects", causal), ("feature_effects", summary)):
+        query = "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index"
+        existing = [r[0] for r in con.execute(query, [name]).fetchall()]
+        if existing and existing != table.column_names:  # written by another saetui version: derived, so rebuilt
+            con.execute(f"DROP TABLE {name}")
     con.execute(
         "CREATE TABLE IF NOT EXISTS causal_effects (feature INTEGER, role VARCHAR, rank SMALLINT, label VARCHAR, "
         "delta DOUBLE, relative_delta DOUBLE)"

@@ -141,6 +141,20 @@ def lens(con: duckdb.DuckDBPyConnection, feature: int) -> pl.DataFrame:
     return frame(con, "SELECT rank, label, score, prob FROM logit_lens WHERE feature = ? ORDER BY rank", [feature])
 
 
+def causal_effect(con: duckdb.DuckDBPyConnection, feature: int) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The feature's causal effect (`saetui effects`): the classes it supports and suppresses, and its summary
+    (own-label probability drop, flip share, lens agreement); empty when effects were not computed for it."""
+    if not has_table(con, "causal_effects"):
+        return pl.DataFrame(), {}
+    classes = frame(
+        con,
+        "SELECT role, rank, label, delta, relative_delta FROM causal_effects WHERE feature = ? ORDER BY role, rank",
+        [feature],
+    )
+    summary = frame(con, "SELECT * EXCLUDE (feature) FROM feature_effects WHERE feature = ?", [feature]).to_dicts()
+    return classes, summary[0] if summary else {}
+
+
 def histogram(con: duckdb.DuckDBPyConnection, feature: int) -> pl.DataFrame:
     """The feature's activation histogram: counts of active token values per log2 bin [lo, hi)."""
     require(con, "feature_histograms")
