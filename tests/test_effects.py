@@ -179,3 +179,34 @@ def test_effects_and_steer_commands(demo, tmp_path: Path) -> None:
     gone = subprocess.run([saetui, "steer", "999999", "--feature", "1", "--db", str(db)], env=env,
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert gone.returncode == 3 and gone.stderr.count("\n") == 1
+
+
+async def test_image_page_steering_panel(demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an image page, s steers the highlighted feature and a ablates it: the panel shows before/after classes."""
+    from textual.widgets import Static
+
+    from harness.tui import browser, settle
+    from saetui.tui.navigation import Location
+    from saetui.tui.screens.image import ImageScreen
+
+    monkeypatch.setenv("SAETUI_CACHE", str(demo.cache))
+    feature = _busiest_feature(demo.db)
+    with duckdb.connect(str(demo.db), read_only=True) as con:
+        image_id = con.execute(
+            "SELECT image_id FROM feature_images WHERE feature = ? AND rank = 1", [feature]
+        ).fetchone()[0]
+    app = browser(demo.db, Location("image", image_id, feature))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        page = app.screen
+        assert isinstance(page, ImageScreen) and not page.query_one("#steer", Static).display
+        await pilot.press("s")
+        await settle(pilot, rounds=5)
+        text = str(page.query_one("#steer", Static).render())
+        assert f"Feature {feature} set to 5 x max" in text and "before" in text and "after" in text
+        await pilot.press("a")
+        await settle(pilot, rounds=5)
+        assert f"Feature {feature} ablated" in str(page.query_one("#steer", Static).render())
+        await pilot.press("plus")
+        await settle(pilot, rounds=5)
+        assert "set to 6 x max" in str(page.query_one("#steer", Static).render())

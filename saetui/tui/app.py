@@ -17,6 +17,7 @@ from saetui.tui.navigation import History, Location
 from saetui.tui.rendering import ImageCache, Renderer
 from saetui.tui.screens.features import FeaturesScreen
 from saetui.tui.screens.help import HelpScreen
+from saetui.tui.steer_panel import Steering
 
 
 def _page(module: str, name: str) -> Callable[[], Screen[None]]:
@@ -64,6 +65,7 @@ class SaeTuiApp(App[None]):
         self.start = start or Location("features")
         self.history = History()
         self.image_cache = ImageCache()
+        self.steering = Steering(data.path)  # loads the model only when the image page first steers
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """While the help sheet is open only its own keys and quitting work."""
@@ -76,6 +78,7 @@ class SaeTuiApp(App[None]):
     def on_unmount(self) -> None:
         """Stop queries still running so the process can exit at once."""
         self.data.interrupt()
+        self.steering.close()
 
     def navigate(self, location: Location, record: bool = True) -> None:
         """Show a location on its page (pages keep their state between visits)."""

@@ -125,6 +125,20 @@ class HistogramBin:
 
 
 @dataclass(frozen=True)
+class CausalEffect:
+    """What ablating the feature on its top images does to the class logits (`saetui effects`)."""
+
+    n_images: int
+    supports: tuple[tuple[str, float], ...]  # (label, relative logit change), most lowered first
+    suppresses: tuple[tuple[str, float], ...]
+    own_prob_drop: float | None
+    flip_share: float | None
+    lens_causal: float | None  # top-class overlaps: logit lens ~ causal effect
+    lens_labels: float | None  # logit lens ~ labels of the top images
+    causal_labels: float | None  # causal effect ~ labels of the top images
+
+
+@dataclass(frozen=True)
 class FeaturePage:
     """Everything a feature page shows except the thumbnails' pixels."""
 
@@ -137,6 +151,7 @@ class FeaturePage:
     similar_note: str | None
     histogram: tuple[HistogramBin, ...]
     match: BestMatch | None = None
+    effect: CausalEffect | None = None
 
 
 @dataclass(frozen=True)
@@ -434,8 +449,33 @@ class BrowseData:
                 HistogramBin(float(r["lo"]), float(r["hi"]), int(r["count"]))
                 for r in _rows(queries.histogram, cur, feature)
             )
+            effect = self._causal_effect(cur, feature)
         match = self.best_match(feature)
-        return FeaturePage(stats, tops, labels, lens, coactivating, similar, note, histogram, match)
+        return FeaturePage(stats, tops, labels, lens, coactivating, similar, note, histogram, match, effect)
+
+    def _causal_effect(self, cur: duckdb.DuckDBPyConnection, feature: int) -> CausalEffect | None:
+        """The stored causal effect of a feature, None when `saetui effects` did not compute it."""
+        from saetui.stats import queries
+
+        classes, summary = queries.causal_effect(cur, feature)
+        if not summary:
+            return None
+
+        def pairs(role: str) -> tuple[tuple[str, float], ...]:
+            """(label, relative delta) of one role in rank order."""
+            rows = classes.filter(classes["role"] == role).iter_rows(named=True)
+            return tuple((str(r["label"]), float(r["relative_delta"])) for r in rows)
+
+        return CausalEffect(
+            n_images=int(summary["n_images"]),
+            supports=pairs("supports"),
+            suppresses=pairs("suppresses"),
+            own_prob_drop=_float(summary.get("own_prob_drop")),
+            flip_share=_float(summary.get("flip_share")),
+            lens_causal=_float(summary.get("lens_causal_overlap")),
+            lens_labels=_float(summary.get("lens_label_overlap")),
+            causal_labels=_float(summary.get("causal_label_overlap")),
+        )
 
     # ---- images --------------------------------------------------------------------------------------------
 

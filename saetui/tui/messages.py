@@ -81,6 +81,14 @@ class ImagePixelsReady(Message):
 
 
 @dataclass
+class SteerReady(Message):
+    """A steering report of an image page (before/after classes, or the one-line reason it failed)."""
+
+    image_id: int
+    report: Any  # rich Text
+
+
+@dataclass
 class OverviewLoaded(Message):
     """The overview's data arrived."""
 

@@ -194,6 +194,21 @@ class FeatureScreen(PageScreen):
             text = bar_rows([(e.label, e.prob, f"cos {e.score:.2f} p {e.prob:.2f}") for e in page.lens[:6]], width)
         text.append("\n")
         text.append(LENS_NOTE, "italic dim")
+        effect = page.effect
+        if effect is not None:
+            text.append(f"\n\nCausal effect (ablation on {effect.n_images} top images)\n", "bold")
+            lowered = [(label, -delta, f"{delta:+.3f}") for label, delta in effect.supports[:4]]
+            text.append_text(bar_rows(lowered, width))
+
+            def share(value: float | None) -> str:
+                """An overlap share, '-' when missing."""
+                return "-" if value is None else f"{value:.0%}"
+
+            text.append(
+                f"\nagreement: lens~causal {share(effect.lens_causal)} · lens~labels {share(effect.lens_labels)}"
+                f" · causal~labels {share(effect.causal_labels)}",
+                "dim",
+            )
         return text
 
     def histogram_text(self, page: FeaturePage) -> Text:

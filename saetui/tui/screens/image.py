@@ -16,9 +16,10 @@ from saetui.errors import SaetuiError
 from saetui.tui import rendering
 from saetui.tui.data import ImagePage, Neighbour
 from saetui.tui.heat import HEAT, VIRIDIS, grid_text, legend, normalise, patch_grid, swatch
-from saetui.tui.messages import ImageLoaded, ImagePixelsReady, LoadFailed
+from saetui.tui.messages import ImageLoaded, ImagePixelsReady, LoadFailed, SteerReady
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
+from saetui.tui.steer_panel import DEFAULT_SCALE
 from saetui.tui.widgets.feature_links import FeatureLinks
 
 NARROW = (32, 16)  # image cells below 120 columns
@@ -31,6 +32,10 @@ class ImageScreen(PageScreen):
     page_title = "image"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("h", "toggle_heatmap", "Heatmap", id="image-heatmap"),
+        Binding("s", "steer", "Steer the highlighted feature (scale x its max)", show=False),
+        Binding("a", "ablate", "Ablate the highlighted feature", show=False),
+        Binding("plus", "scale(1)", "Raise the steering scale", show=False),
+        Binding("minus", "scale(-1)", "Lower the steering scale", show=False),
     ]
 
     def __init__(self) -> None:
@@ -40,6 +45,7 @@ class ImageScreen(PageScreen):
         self.heat_feature: int | None = None
         self.page: ImagePage | None = None
         self.heatmap = True
+        self.scale = DEFAULT_SCALE
         self._image_widget: Any = None
 
     def compose_page(self) -> ComposeResult:
@@ -67,6 +73,9 @@ class ImageScreen(PageScreen):
                 with Vertical(classes="panel"):
                     yield Static("Reconstruction error per token (sse)", classes="section-title")
                     yield Static("", id="error-map")
+            steer = Static("", id="steer")
+            steer.display = False  # shown once the user steers (s, a, +/-)
+            yield steer
 
     def image_cells(self) -> tuple[int, int]:
         """Cells of the large image at the current width."""
@@ -217,6 +226,43 @@ class ImageScreen(PageScreen):
             self.heat_feature = feature
             self.browser.history.replace(Location("image", self.image_id, feature))
             self.refresh_heatmap()
+
+    def action_scale(self, step: int) -> None:
+        """Change the steering scale by step and steer again."""
+        self.scale += step
+        self.action_steer()
+
+    def action_ablate(self) -> None:
+        """Ablate the highlighted feature (steer to 0)."""
+        self.start_steer(0.0)
+
+    def action_steer(self) -> None:
+        """Steer the highlighted feature to the current scale."""
+        self.start_steer(self.scale)
+
+    def start_steer(self, scale: float) -> None:
+        """Show that steering runs, then compute it in a worker."""
+        if self.image_id is None or self.heat_feature is None:
+            return
+        panel = self.query_one("#steer", Static)
+        panel.display = True
+        panel.update(Text(f"steering feature {self.heat_feature} (loading the model the first time)…", "dim"))
+        self.run_steer(self.image_id, self.heat_feature, scale)
+
+    @work(thread=True, exclusive=True, group="image-steer", exit_on_error=False)
+    def run_steer(self, image_id: int, feature: int, scale: float) -> None:
+        """Run the model from the hook on the edited activations (torch, off the UI thread)."""
+        try:
+            report = self.browser.steering.report(image_id, feature, scale)
+        except SaetuiError as error:
+            report = Text(f"cannot steer: {error.one_line()}", "red")
+        self.post_message(SteerReady(image_id, report))
+
+    @on(SteerReady)
+    def show_steer(self, message: SteerReady) -> None:
+        """Show the before/after classes if they belong to this image."""
+        if message.image_id == self.image_id:
+            self.query_one("#steer", Static).update(message.report)
 
     def action_toggle_heatmap(self) -> None:
         """Show the image with or without the overlay."""
