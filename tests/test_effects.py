@@ -210,3 +210,39 @@ async def test_image_page_steering_panel(demo, monkeypatch: pytest.MonkeyPatch) 
         await pilot.press("plus")
         await settle(pilot, rounds=5)
         assert "set to 6 x max" in str(page.query_one("#steer", Static).render())
+        await pilot.press("t")
+        await settle(pilot, rounds=5)
+        assert "Attribution to" in str(page.query_one("#steer", Static).render())
+
+
+async def test_features_list_sorts_by_lens_agreement(demo, tmp_path: Path) -> None:
+    """With effects stored, the list shows lens~causal agreement and sorts by it (the lens most wrong first)."""
+    import shutil
+
+    from textual.widgets import Static
+
+    from harness.tui import browser, screen_text, settle
+    from saetui.tui.widgets.feature_table import FeatureTable
+
+    db = tmp_path / "sorted.duckdb"
+    shutil.copy(demo.db, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        chosen = [
+            r[0]
+            for r in con.execute("SELECT feature FROM features WHERE NOT dead ORDER BY feature LIMIT 40").fetchall()
+        ]
+    with open_for_writing(db) as con:
+        compute_effects(con, open_context(con, demo.cache, "cpu"), top=4, features=chosen)
+        lowest = con.execute(
+            "SELECT feature FROM feature_effects WHERE lens_causal_overlap IS NOT NULL "
+            "ORDER BY lens_causal_overlap, feature LIMIT 1"
+        ).fetchone()[0]
+    app = browser(db)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        assert "lens~c" in screen_text(app)
+        await pilot.press("s", "s", "s")
+        await settle(pilot)
+        assert "lens~causal agreement" in str(app.screen.query_one("#features-status", Static).render())
+        table = app.screen.query_one(FeatureTable)
+        assert int(table.rows.feature[table.order[0]]) == lowest  # the first row: the lens agrees least

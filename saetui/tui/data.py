@@ -38,6 +38,8 @@ class FeatureRows:
     top_label: np.ndarray  # int32 codes into `labels`, -1 for none
     lens_label: np.ndarray  # int32 codes into `labels`, -1 for none
     labels: tuple[str, ...]
+    agreement: np.ndarray | None = None  # float64 lens~causal top-class overlap (`saetui effects`), NaN where none
+    has_effects: bool = False  # whether any feature has a causal effect stored
 
     def __len__(self) -> int:
         """Number of features."""
@@ -349,6 +351,9 @@ class BrowseData:
                     UNION ALL SELECT {lens} FROM features) WHERE label IS NOT NULL ORDER BY label"""
                 ).fetchall()
             ]
+            effects = "feature_effects" in self.tables
+            agreement = "coalesce(e.lens_causal_overlap, 'NaN')::DOUBLE" if effects else "'NaN'::DOUBLE"
+            join = "LEFT JOIN feature_effects e ON e.feature = f.feature" if effects else ""
             arrays = cur.sql(
                 f"""WITH codes AS (SELECT label, (row_number() OVER (ORDER BY label) - 1)::INTEGER AS code
                     FROM (SELECT DISTINCT label FROM (SELECT top_label AS label FROM features
@@ -357,9 +362,10 @@ class BrowseData:
                        coalesce(f.image_frequency, 0)::DOUBLE AS image_frequency,
                        coalesce(f.max_value, 'NaN')::DOUBLE AS max_value,
                        coalesce(f.label_entropy_norm, 'NaN')::DOUBLE AS entropy, coalesce(f.dead, false) AS dead,
-                       coalesce(t.code, -1) AS top_code, coalesce(l.code, -1) AS lens_code
+                       coalesce(t.code, -1) AS top_code, coalesce(l.code, -1) AS lens_code,
+                       {agreement} AS agreement
                 FROM features f LEFT JOIN codes t ON t.label = f.top_label LEFT JOIN codes l ON l.label = {lens}
-                ORDER BY f.feature"""
+                {join} ORDER BY f.feature"""
             ).fetchnumpy()
         return FeatureRows(
             feature=np.asarray(arrays["feature"], dtype=np.int64),
@@ -371,6 +377,8 @@ class BrowseData:
             top_label=np.asarray(arrays["top_code"], dtype=np.int32),
             lens_label=np.asarray(arrays["lens_code"], dtype=np.int32),
             labels=tuple(labels),
+            agreement=np.asarray(arrays["agreement"], dtype=np.float64),
+            has_effects=bool(np.isfinite(np.asarray(arrays["agreement"], dtype=np.float64)).any()),
         )
 
     def text_search(self, text: str, n: int = 200) -> list[tuple[int, float]]:

@@ -52,6 +52,23 @@ class Steering:
             text.append(f"{pa:5.2f} {a[:23]:<24}{pb:5.2f} {b[:23]}\n")
         return text
 
+    def attribution(self, image_id: int) -> Text:
+        """The image's features ranked by attribution to its top-1 class, the top ones confirmed by ablation."""
+        from saetui.effects.attribution import attribute
+        from saetui.effects.interventions import hook_state
+        from saetui.effects.steering import image_path
+
+        ctx, con = self._ctx()
+        with self._lock:
+            path = image_path(con, str(image_id))
+        result = attribute(ctx, hook_state(ctx, ctx.pixels([path])), 0, top=8, confirm=5)
+        text = Text(f"Attribution to {result.label} (gradient x activation · exact ablation)\n", "bold")
+        for feature, estimate, exact in zip(result.features, result.attribution, result.ablation, strict=True):
+            text.append(f"#{feature:<7} {estimate:+.3f}   {'-' if exact is None else f'{exact:+.3f}'}\n")
+        if result.sign_agreement is not None:
+            text.append(f"sign agreement with ablation {result.sign_agreement:.0%}", "dim")
+        return text
+
     def close(self) -> None:
         """Close the connection if one was opened."""
         if self._context is not None:

@@ -137,9 +137,10 @@ class FeaturesScreen(PageScreen):
         return self.table.neighbour(feature, step) if self.rows is not None else None
 
     def action_cycle_sort(self) -> None:
-        """Next sort key (frequency → label entropy → max activation → id)."""
+        """Next sort key (frequency → label entropy → max activation → lens~causal agreement, if stored → id)."""
         self.scores = None
-        self.sort_key = SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)]
+        keys = [k for k in SORT_KEYS if k != "agreement" or (self.rows is not None and self.rows.has_effects)]
+        self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)] if self.sort_key in keys else keys[0]
         self.descending = DEFAULT_DESCENDING[self.sort_key]
         self.refresh_rows()
 

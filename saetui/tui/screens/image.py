@@ -36,6 +36,7 @@ class ImageScreen(PageScreen):
         Binding("a", "ablate", "Ablate the highlighted feature", show=False),
         Binding("plus", "scale(1)", "Raise the steering scale", show=False),
         Binding("minus", "scale(-1)", "Lower the steering scale", show=False),
+        Binding("t", "attribute", "Features by attribution to the top-1 class", show=False),
     ]
 
     def __init__(self) -> None:
@@ -239,6 +240,24 @@ class ImageScreen(PageScreen):
     def action_steer(self) -> None:
         """Steer the highlighted feature to the current scale."""
         self.start_steer(self.scale)
+
+    def action_attribute(self) -> None:
+        """Rank the image's features by attribution to its top-1 class."""
+        if self.image_id is None:
+            return
+        panel = self.query_one("#steer", Static)
+        panel.display = True
+        panel.update(Text("attributing (loading the model the first time)…", "dim"))
+        self.run_attribution(self.image_id)
+
+    @work(thread=True, exclusive=True, group="image-steer", exit_on_error=False)
+    def run_attribution(self, image_id: int) -> None:
+        """Gradient x activation through the rest of the model (torch, off the UI thread)."""
+        try:
+            report = self.browser.steering.attribution(image_id)
+        except SaetuiError as error:
+            report = Text(f"cannot attribute: {error.one_line()}", "red")
+        self.post_message(SteerReady(image_id, report))
 
     def start_steer(self, scale: float) -> None:
         """Show that steering runs, then compute it in a worker."""

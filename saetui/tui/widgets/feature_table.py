@@ -18,15 +18,18 @@ from saetui.tui.charts import number, percent
 from saetui.tui.data import FeatureRows
 from saetui.tui.messages import OpenFeature
 
-SORT_KEYS: tuple[str, ...] = ("frequency", "entropy", "max", "id")
+SORT_KEYS: tuple[str, ...] = ("frequency", "entropy", "max", "agreement", "id")
 SORT_TITLES = {
     "frequency": "frequency",
     "entropy": "label entropy",
     "max": "max activation",
+    "agreement": "lens~causal agreement (lens most wrong first)",
     "id": "id",
     "score": "text match",
 }
-DEFAULT_DESCENDING = {"frequency": True, "entropy": False, "max": True, "id": False, "score": True}
+DEFAULT_DESCENDING = {
+    "frequency": True, "entropy": False, "max": True, "agreement": False, "id": False, "score": True,
+}  # fmt: skip
 
 
 def order_rows(
@@ -46,6 +49,7 @@ def order_rows(
         "frequency": rows.frequency,
         "entropy": rows.entropy,
         "max": rows.max_value,
+        "agreement": rows.agreement if rows.agreement is not None else np.full(len(rows), np.nan),
         "id": rows.feature.astype(np.float64),
         "score": scores if scores is not None else np.zeros(len(rows)),
     }[key][index]
@@ -185,6 +189,8 @@ class FeatureTable(ScrollView, can_focus=True):
         """(title, width, align) of each column for a view width; labels share what is left."""
         fixed = [("feature", 7, "right"), ("freq", 8, "right"), ("images", 8, "right"), ("max", 7, "right")]
         fixed.append(("H/Hmax", 7, "right"))
+        if self.rows is not None and self.rows.has_effects:
+            fixed.append(("lens~c", 6, "right"))
         if self.scores is not None:
             fixed.append(("match", 6, "right"))
         rest = max(8, width - sum(w + 1 for _, w, _ in fixed) - 1)
@@ -204,6 +210,8 @@ class FeatureTable(ScrollView, can_focus=True):
             number(float(r.max_value[row])),
             "–" if np.isnan(r.entropy[row]) else f"{r.entropy[row]:.2f}",
         ]
+        if r.has_effects:
+            cells.append("–" if np.isnan(r.agreement[row]) else f"{r.agreement[row]:.0%}")
         if self.scores is not None:
             cells.append(f"{self.scores[row]:.3f}")
         cells.append(r.label(r.top_label, row))
