@@ -130,6 +130,11 @@ def register(app: typer.Typer) -> None:
             None, "--limit", help="Index only the first N items of the source.", show_default=False
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the database first."),
+        embeddings: bool = typer.Option(
+            False,
+            "--embeddings",
+            help="Also run the rest of the tower and store each image's final embedding (for steering previews).",
+        ),
         commit_every: int = typer.Option(
             COMMIT_IMAGES, "--commit-every", help="Images per write transaction (a kill loses at most these)."
         ),
@@ -161,6 +166,7 @@ def register(app: typer.Typer) -> None:
             precision=precision,
             tokens=tokens,
             keep_top=keep_top,
+            embeddings=embeddings,
             limit=limit,
             workers=workers or default_workers(),
             overwrite=overwrite,

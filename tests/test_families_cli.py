@@ -259,3 +259,47 @@ def test_effects_and_steering_through_a_normalised_sae(workspace: Workspace, run
     assert steered.stdout.splitlines()[0].startswith(f"image 0: feature {feature} set to 10 x max")
     shown = run_saetui("show", str(feature), "--db", str(db), env=workspace.env)
     assert "causal effect (ablation over" in shown.stdout
+
+
+def test_index_embeddings_feed_the_steering_preview(workspace: Workspace, run_saetui, tmp_path, monkeypatch) -> None:
+    """--embeddings stores each image's final embedding (= open_clip's encode_image, normalised); steer then names
+    the indexed images nearest the steered one."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from saetui.hub import fetch
+    from saetui.models.preprocess import load_preprocessing, preprocess_image
+
+    db = tmp_path / "embedded.duckdb"
+    _ok(
+        run_saetui(
+            "index", str(workspace.images), "--sae", "layer20", "--db", str(db), "--embeddings", env=workspace.env
+        )
+    )
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT e.embedding, i.path FROM image_embeddings e JOIN images i USING (image_id) ORDER BY image_id"
+        ).fetchall()
+        assert con.execute("SELECT embeddings FROM runs").fetchone()[0] is True
+    assert len(rows) == 10
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the cached files only, no hub
+    fetched = fetch("layer20", cache=workspace.env["SAETUI_CACHE"])
+    model = open_clip.create_model(f"local-dir:{fetched.model_dir}").eval()
+    prep = load_preprocessing(fetched.model_dir)
+    pixels = torch.from_numpy(np.stack([preprocess_image(Image.open(path).convert("RGB"), prep) for _, path in rows]))
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1).numpy()
+    assert np.allclose(np.array([r[0] for r in rows]), expected, atol=1e-5)
+    _ok(run_saetui("stats", "--db", str(db), "--no-lens", env=workspace.env))
+    with duckdb.connect(str(db), read_only=True) as con:
+        feature = con.execute("SELECT feature FROM features WHERE NOT dead ORDER BY n_images DESC LIMIT 1").fetchone()[
+            0
+        ]
+    steered = run_saetui("steer", "0", "--feature", str(feature), "--scale", "0", "--db", str(db), env=workspace.env)
+    assert steered.returncode == 0, steered.stderr
+    assert (
+        "nearest to (index --embeddings): #0" in steered.stdout
+    )  # ablating one feature leaves the image itself nearest

@@ -71,18 +71,22 @@ def deltas(
     return full
 
 
-def edited_logits(ctx: EffectContext, state: HookState, image: int, change: torch.Tensor) -> torch.Tensor:
-    """Logits [F, labels] of one image with each of F hook edits [F, N, d] applied."""
+def edited_embeddings(ctx: EffectContext, state: HookState, image: int, change: torch.Tensor) -> torch.Tensor:
+    """Image embeddings [F, E] (not normalised) of one image with each of F hook edits [F, N, d] applied."""
     out = []
     with torch.no_grad():
         for start in range(0, change.shape[0], FINISH_CHUNK):
             part = change[start : start + FINISH_CHUNK]
             if state.residual is None:
-                embeddings = state.hook[image, 0][None] + part[:, 0]
+                out.append(state.hook[image, 0][None] + part[:, 0])
             else:
-                embeddings = ctx.trunk.finish(state.residual[image][None] + part)
-            out.append(ctx.logits(embeddings))
+                out.append(ctx.trunk.finish(state.residual[image][None] + part).float())
     return torch.cat(out)
+
+
+def edited_logits(ctx: EffectContext, state: HookState, image: int, change: torch.Tensor) -> torch.Tensor:
+    """Logits [F, labels] of one image with each of F hook edits [F, N, d] applied."""
+    return ctx.logits(edited_embeddings(ctx, state, image, change))
 
 
 def ablate(ctx: EffectContext, state: HookState, image: int, features: torch.Tensor) -> torch.Tensor:
@@ -96,7 +100,7 @@ def ablate(ctx: EffectContext, state: HookState, image: int, features: torch.Ten
 def steer(
     ctx: EffectContext, state: HookState, image: int, feature: int, value: float, tokens: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Logits [labels] of one image with the feature set to `value` on every stored token (or on `tokens`)."""
+    """The embedding [E] of one image with the feature set to `value` on every stored token (or on `tokens`)."""
     features = torch.tensor([feature], device=state.values.device)
     current = feature_values(state, image, features)
     target = torch.full_like(current, value)
@@ -104,4 +108,4 @@ def steer(
         chosen = torch.zeros_like(current, dtype=torch.bool)
         chosen[:, tokens] = True
         target = torch.where(chosen, target, current)
-    return edited_logits(ctx, state, image, deltas(ctx, state, image, features, target))[0]
+    return edited_embeddings(ctx, state, image, deltas(ctx, state, image, features, target))[0]

@@ -22,6 +22,7 @@ class SteerResult:
     value: float
     before: list[tuple[str, float]]  # (label, probability)
     after: list[tuple[str, float]]
+    nearest: list[tuple[int, str | None, float]]  # dataset images nearest the steered embedding: (id, label, cos)
 
 
 def image_path(con: duckdb.DuckDBPyConnection, image: str) -> str:
@@ -51,10 +52,39 @@ def _top(ctx: EffectContext, logits: torch.Tensor, n: int) -> list[tuple[str, fl
     return [(ctx.labels[int(i)], float(v)) for v, i in zip(values, indices, strict=True)]
 
 
-def steer_image(ctx: EffectContext, state: HookState, feature: int, value: float, top: int = 5) -> SteerResult:
-    """Top classes of image 0 of state before and after setting the feature to value on its stored tokens."""
-    after = steer(ctx, state, 0, feature, value)
-    return SteerResult(feature, value, _top(ctx, state.logits[0], top), _top(ctx, after, top))
+def nearest_images(
+    con: duckdb.DuckDBPyConnection, embedding: torch.Tensor, n: int = 5
+) -> list[tuple[int, str | None, float]]:
+    """The indexed images whose stored final embedding (index --embeddings) is nearest by cosine; [] without."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "image_embeddings" not in tables:
+        return []
+    rows = con.execute("SELECT image_id, embedding FROM image_embeddings ORDER BY image_id").fetchall()
+    if not rows:
+        return []
+    stored = torch.tensor([r[1] for r in rows], dtype=torch.float32)
+    cos = stored @ torch.nn.functional.normalize(embedding.float().cpu(), dim=0)
+    best = torch.topk(cos, min(n, len(rows)))
+    ids = [int(rows[int(i)][0]) for i in best.indices]
+    labels = dict(con.execute("SELECT image_id, label FROM images WHERE image_id IN (SELECT unnest(?::INTEGER[]))",
+                              [ids]).fetchall())  # fmt: skip
+    return [(i, labels.get(i), float(c)) for i, c in zip(ids, best.values, strict=True)]
+
+
+def steer_image(
+    ctx: EffectContext,
+    state: HookState,
+    feature: int,
+    value: float,
+    top: int = 5,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> SteerResult:
+    """Top classes of image 0 of state before and after setting the feature to value on its stored tokens, and
+    (with a connection to a database indexed with --embeddings) the dataset images nearest the steered image."""
+    embedding = steer(ctx, state, 0, feature, value)
+    after = ctx.logits(embedding[None])[0]
+    nearest = nearest_images(con, embedding, top) if con is not None else []
+    return SteerResult(feature, value, _top(ctx, state.logits[0], top), _top(ctx, after, top), nearest)
 
 
 def steer_lines(
@@ -64,11 +94,14 @@ def steer_lines(
     path = image_path(con, image)
     peak = feature_max(con, feature)
     ctx = open_context(con, cache, device)
-    result = steer_image(ctx, hook_state(ctx, ctx.pixels([path])), feature, scale * peak, top)
+    result = steer_image(ctx, hook_state(ctx, ctx.pixels([path])), feature, scale * peak, top, con)
     lines = [f"image {image}: feature {feature} set to {scale:g} x max {peak:.4g} = {scale * peak:.4g}"]
     lines.append(f"  {'before':<34}  after")
     for (a, pa), (b, pb) in zip(result.before, result.after, strict=True):
         lines.append(f"  {pa:6.3f}  {a:<26}  {pb:6.3f}  {b}")
+    if result.nearest:
+        lines.append("  the steered image is nearest to (index --embeddings): " + ", ".join(
+            f"#{i} {label or '-'} ({c:.3f})" for i, label, c in result.nearest))  # fmt: skip
     return lines
 
 

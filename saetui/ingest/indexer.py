@@ -76,6 +76,7 @@ class IndexOptions:
     tokens: str | None = None  # all | cls | patches; None: the token set the SAE was trained on
     keep_top: int | None = None  # keep only the largest N pairs of each token (None: every kept pair)
     scaling_images: int = SCALING_IMAGES  # images that estimate an SAE's missing input scaling (saev)
+    embeddings: bool = False  # also run the rest of the tower and store each image's final embedding
     limit: int | None = None  # index only the first `limit` items of the source order
     workers: int = field(default_factory=default_workers)
     overwrite: bool = False  # delete the database first
@@ -215,6 +216,7 @@ def run_settings(
         "preprocess_reference": prep.reference,
         "image_size": prep.crop,
         "standardise": False,
+        "embeddings": options.embeddings,
         "torch_version": torch.__version__,
         "open_clip_version": version("open_clip_torch"),
     }
@@ -254,8 +256,9 @@ class BatchWriter:
             return
         moments = BatchMoments(tokens=codes.count, sum_sq=codes.sum_sq, sum_x=codes.sum_x)
         self.writer.write_batch(
-            images, codes.tokens, codes.features, codes.values, codes.sse, codes.total_ss, moments, skipped
-        )
+            images, codes.tokens, codes.features, codes.values, codes.sse, codes.total_ss, moments, skipped,
+            codes.embeddings,
+        )  # fmt: skip
 
     def raise_error(self) -> None:
         """Raise the writer thread's error, if it had one."""
@@ -396,7 +399,9 @@ def index_images(
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision)
     key = source_key(source)
-    trunk = VisionTrunk.from_dir(fetched.model_dir, spec.layer, device, options.precision, site=spec.hook)
+    trunk = VisionTrunk.from_dir(
+        fetched.model_dir, spec.layer, device, options.precision, site=spec.hook, full=options.embeddings
+    )
     scaling = None
     if weights.needs_scaling:
         scaling = None if options.overwrite else stored_scaling(db)
@@ -428,7 +433,15 @@ def index_images(
             f"{HookPoint(spec.layer, spec.hook).name()}, tokens {tokens}) on {device} {options.precision}, "
             f"batch {options.batch_size}",
         )
-        _run(pending_items(source, plan), options, writer, Encoder(trunk, sae, tokens), prep, summary, log)
+        _run(
+            pending_items(source, plan),
+            options,
+            writer,
+            Encoder(trunk, sae, tokens, options.embeddings),
+            prep,
+            summary,
+            log,
+        )
         if not summary.interrupted:
             writer.finish_run()
     finally:

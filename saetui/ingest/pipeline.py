@@ -95,6 +95,7 @@ class Codes:
     sum_x: np.ndarray  # float64 [d]: sum of x over the batch's stored tokens (summed in float32)
     sum_sq: float  # sum of ||x||^2 over them
     count: int  # number of stored tokens in the batch
+    embeddings: np.ndarray | None = None  # float32 [B, E] normalised final image embeddings (index --embeddings)
 
     @property
     def pairs(self) -> int:
@@ -204,26 +205,33 @@ def token_positions(tokens: str, n_tokens: int) -> np.ndarray:
 class Encoder:
     """The compute stage: truncated forward, token selection, SAE encode, sparse decode and token errors."""
 
-    def __init__(self, trunk: VisionTrunk, sae: SparseSae, tokens: str) -> None:
-        """Hold the model trunk and the SAE (on the same device) and the positions to store."""
+    def __init__(self, trunk: VisionTrunk, sae: SparseSae, tokens: str, embeddings: bool = False) -> None:
+        """Hold the model trunk and the SAE (on the same device), the positions to store, and whether to also
+        finish each image's forward pass to its final embedding (the trunk must then be the full tower)."""
         self.trunk = trunk
         self.sae = sae
+        self.embeddings = embeddings
         self.tokens = token_positions(tokens, trunk.n_tokens)
         self._select = None if tokens == "all" else to_device(self.tokens.astype(np.int64), trunk.device)
 
     @torch.no_grad()
-    def activations(self, pixels: torch.Tensor) -> torch.Tensor:
-        """float32 [B * T, d] residual-stream vectors of the stored tokens, image-major."""
-        x = self.trunk(pixels)
+    def activations(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(float32 [B * T, d] hook vectors of the stored tokens, image-major; normalised embeddings [B, E] or None)."""
+        hook, residual = self.trunk.hook_and_residual(pixels)
+        embeddings = None
+        if self.embeddings:
+            final = hook[:, 0] if residual is None else self.trunk.finish(residual)
+            embeddings = torch.nn.functional.normalize(final.float(), dim=-1)
+        x = hook.float()
         if self._select is not None:
             x = x.index_select(1, self._select)
-        return x.reshape(-1, x.shape[-1])
+        return x.reshape(-1, x.shape[-1]), embeddings
 
     @torch.no_grad()
     def __call__(self, pixels: np.ndarray) -> Codes:
         """Codes of one batch of pixels [B, 3, H, W]."""
         n_images = pixels.shape[0]
-        x = self.activations(to_device(pixels, self.trunk.device))
+        x, embeddings = self.activations(to_device(pixels, self.trunk.device))
         values, indices = self.sae.encode(x)
         sse, total_ss = reconstruction_error(x, self.sae.reconstruct(x, values, indices))
         shape = (n_images, len(self.tokens))
@@ -236,4 +244,5 @@ class Encoder:
             sum_x=to_host(x.sum(dim=0)).astype(np.float64),  # float32 tree sums: MPS has no float64
             sum_sq=float(x.pow(2).sum()),
             count=int(x.shape[0]),
+            embeddings=None if embeddings is None else to_host(embeddings),
         )

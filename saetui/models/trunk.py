@@ -149,8 +149,12 @@ class VisionTrunk(torch.nn.Module):
         device: str | torch.device = "auto",
         precision: str = "fp32",
         site: str = "resid_post",
+        full: bool = False,
     ) -> VisionTrunk:
-        """Build the blocks of a local open_clip model folder's vision tower the hook needs and load their weights."""
+        """Build the blocks of a local open_clip model folder's vision tower the hook needs and load their weights.
+
+        full=True builds the whole tower (later blocks, ln_post, projection), so `finish` can give the embedding.
+        """
         import open_clip
 
         model_dir = Path(model_dir)
@@ -158,6 +162,7 @@ class VisionTrunk(torch.nn.Module):
         vision_cfg = dict(model_cfg["vision_cfg"])
         n_layers = int(vision_cfg.get("layers", 12))
         pooled = site == "pooled"
+        full = full or pooled
         layer = n_layers - 1 if pooled else layer
         hook = HookPoint(layer, site)
         if not 0 <= layer < n_layers:
@@ -167,7 +172,8 @@ class VisionTrunk(torch.nn.Module):
             )
         torch_device = resolve_device(device)
         dtype = resolve_precision(precision)
-        vision_cfg["layers"] = layer + 1  # later blocks are never built
+        if not full:
+            vision_cfg["layers"] = layer + 1  # later blocks are never built
         with torch.device("meta"):
             visual = open_clip.model._build_vision_tower(
                 embed_dim=int(model_cfg.get("embed_dim", 512)),
@@ -177,7 +183,7 @@ class VisionTrunk(torch.nn.Module):
             )
         if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
             raise DataError(f"{model_dir}: unsupported vision tower {type(visual).__name__}", "use a ViT CLIP model")
-        if not pooled:
+        if not full:
             visual.ln_post = torch.nn.Identity()
             visual.proj = None
         keys = set(visual.state_dict().keys())

@@ -77,6 +77,7 @@ RUN_COLUMNS: dict[str, str] = {
     "preprocess_reference": "VARCHAR",
     "image_size": "INTEGER",
     "standardise": "BOOLEAN",
+    "embeddings": "BOOLEAN",
     "saetui_version": "VARCHAR",
     "torch_version": "VARCHAR",
     "open_clip_version": "VARCHAR",
@@ -84,7 +85,7 @@ RUN_COLUMNS: dict[str, str] = {
 }
 
 # Tables and views every saetui database has once a writer created it.
-TABLES = ("store_meta", "runs", "images", "token_codes", "batch_moments", "skipped")
+TABLES = ("store_meta", "runs", "images", "token_codes", "batch_moments", "skipped", "image_embeddings")
 VIEWS = ("activations", "token_errors")
 
 
@@ -148,6 +149,7 @@ def create_schema(con: duckdb.DuckDBPyConnection, layout: CodeLayout) -> None:
         """CREATE TABLE batch_moments (
   run_id INTEGER NOT NULL, first_image_id INTEGER NOT NULL, last_image_id INTEGER NOT NULL,
   tokens BIGINT NOT NULL, sum_sq DOUBLE NOT NULL, sum_x DOUBLE[] NOT NULL)""",
+        "CREATE TABLE image_embeddings (image_id INTEGER NOT NULL, embedding FLOAT[] NOT NULL)",
         """CREATE TABLE skipped (
   path VARCHAR NOT NULL, reason VARCHAR NOT NULL, source_row BIGINT, item_key VARCHAR NOT NULL, run_id INTEGER NOT NULL,
   skipped_at TIMESTAMP)""",

@@ -148,13 +148,25 @@ class IndexWriter:
         total_ss: np.ndarray,
         moments: BatchMoments | None = None,
         skipped: Sequence[SkippedItem] = (),
+        embeddings: np.ndarray | None = None,
     ) -> None:
-        """Store B images: tokens [T] stored per image, features/values [B, T, k], sse/total_ss [B, T].
+        """Store B images: tokens [T] stored per image, features/values [B, T, K], sse/total_ss [B, T], and
+        (index --embeddings) each image's final normalised embedding [B, E].
 
         Batches are committed together once `commit_images` images are pending (one transaction each time, so a
         kill keeps whole commits only); flush(), finish_run() and close() commit what is pending.
         """
         tables = self._batch_tables(images, tokens, features, values, sse, total_ss, skipped)
+        if embeddings is not None and len(images):
+            rows = np.asarray(embeddings, dtype=np.float32)
+            if rows.shape[0] != len(images):
+                raise ValueError(f"embeddings has {rows.shape[0]} rows for {len(images)} images")
+            tables["image_embeddings"] = pa.table(
+                {
+                    "image_id": pa.array([r.image_id for r in images], pa.int32()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1]),
+                }
+            )
         image_ids = [record.image_id for record in images]
         self._pending.append((tables, image_ids, moments, len(tokens)))
         self._pending_images += len(images)

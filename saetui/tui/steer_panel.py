@@ -44,12 +44,16 @@ class Steering:
         with self._lock:
             path = image_path(con, str(image_id))
             peak = feature_max(con, feature)
-        result = steer_image(ctx, hook_state(ctx, ctx.pixels([path])), feature, scale * peak)
+        with self._lock:  # the connection also answers the nearest-images query
+            result = steer_image(ctx, hook_state(ctx, ctx.pixels([path])), feature, scale * peak, con=con)
         what = "ablated" if scale == 0 else f"set to {scale:g} x max ({scale * peak:.3g})"
         text = Text(f"Feature {feature} {what}\n", "bold")
         text.append(f"{'before':<30}after\n", "dim")
         for (a, pa), (b, pb) in zip(result.before, result.after, strict=True):
             text.append(f"{pa:5.2f} {a[:23]:<24}{pb:5.2f} {b[:23]}\n")
+        if result.nearest:
+            text.append("nearest indexed images: ", "dim")
+            text.append(", ".join(f"#{i} {label or '-'}" for i, label, _ in result.nearest))
         return text
 
     def attribution(self, image_id: int) -> Text:
