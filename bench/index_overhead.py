@@ -16,6 +16,9 @@ Two configurations:
 - real: random-weight real shapes built in a temp dir in the open_clip / CLIP-Scope formats: open_clip's
   ViT-L-14 vision tower (layer 20 is the 21st of 24 blocks) and an SAE 1024 x 65,536 with k = 32.
 
+With --embeddings the engine also runs the rest of the tower and stores each image's final embedding (the bare
+compute does not), so the ratio then includes that cost.
+
 Usage:
   python bench/index_overhead.py                      # both configurations, 64 images each
   python bench/index_overhead.py --config real --images 128 --batch-size 16 --precision bf16 --device cuda
@@ -213,6 +216,7 @@ def measure(name: str, args: argparse.Namespace, clock: EncoderClock) -> tuple[f
             device=args.device,
             precision=args.precision,
             workers=args.workers or IndexOptions().workers,
+            embeddings=args.embeddings,
         )
         bare_times: list[float] = []
         engine_times: list[float] = []
@@ -260,6 +264,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=None, help="decode threads (default: the engine's)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the best of each is compared")
+    parser.add_argument(
+        "--embeddings", action="store_true", help="the engine also stores final embeddings (index --embeddings)"
+    )
     args = parser.parse_args()
     names = ("tiny", "real") if args.config == "both" else (args.config,)
     clock = EncoderClock()

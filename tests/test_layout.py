@@ -18,6 +18,7 @@ FORBIDDEN = {
     "saetui/models": ("saetui.families", "saetui.ingest", "saetui.store", "saetui.stats", "saetui.tui", "saetui.api"),
     "saetui/families": ("saetui.ingest", "saetui.store", "saetui.stats", "saetui.tui", "saetui.api", "saetui.evaluate"),
     "saetui/ingest": ("saetui.stats", "saetui.tui", "saetui.api", "saetui.card", "saetui.evaluate"),
+    "saetui/effects": ("saetui.tui", "saetui.api", "saetui.card", "saetui.evaluate"),
 }
 
 
