@@ -303,3 +303,23 @@ def test_index_embeddings_feed_the_steering_preview(workspace: Workspace, run_sa
     assert (
         "nearest to (index --embeddings): #0" in steered.stdout
     )  # ablating one feature leaves the image itself nearest
+
+
+async def test_steering_panel_on_a_fake_hub_database(workspace: Workspace, monkeypatch) -> None:
+    """The image page's steering panel on the Prisma database fetched through the fake hub."""
+    from textual.widgets import Static
+
+    from saetui.tui.navigation import Location
+
+    monkeypatch.setenv("SAETUI_CACHE", workspace.env["SAETUI_CACHE"])
+    with duckdb.connect(str(workspace.dbs[PRISMA_REPO]), read_only=True) as con:
+        feature, image_id = con.execute(
+            "SELECT feature, image_id FROM feature_images WHERE rank = 1 ORDER BY feature LIMIT 1"
+        ).fetchone()
+    app = browser(workspace.dbs[PRISMA_REPO], Location("image", image_id, feature))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot, rounds=5)
+        text = str(app.screen.query_one("#steer", Static).render())
+        assert f"Feature {feature} ablated" in text and "after" in text
