@@ -130,6 +130,11 @@ def register(app: typer.Typer) -> None:
             None, "--limit", help="Index only the first N items of the source.", show_default=False
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the database first."),
+        live: bool = typer.Option(
+            False,
+            "--live",
+            help="Publish each commit as a shard beside the database: query, show and browse read it while it grows.",
+        ),
         embeddings: bool = typer.Option(
             False,
             "--embeddings",
@@ -167,6 +172,7 @@ def register(app: typer.Typer) -> None:
             tokens=tokens,
             keep_top=keep_top,
             embeddings=embeddings,
+            live=live,
             limit=limit,
             workers=workers or default_workers(),
             overwrite=overwrite,

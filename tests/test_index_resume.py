@@ -1,9 +1,11 @@
-"""`saetui index` survives SIGKILL at any moment and resumes to exactly the uninterrupted result.
+"""`saetui index` survives SIGKILL at any moment and resumes to exactly the uninterrupted result, single-file and
+`--live` (sharded) alike; a `--live` run is read by `saetui query` while it grows.
 
 The killed runs are real `saetui` processes talking to the fake hub. A run is killed only after it has
 committed at least one batch: the test watches the database's write-ahead log, which grows by one commit per
-batch (the writer checkpoints only at the end of these small runs), and kills after a random number of
-commits plus a random delay, so kills land inside compute, inside a transaction and between batches.
+batch (the writer checkpoints only at the end of these small runs), or for `--live` the published shards, and
+kills after a random number of commits plus a random delay, so kills land inside compute, inside a transaction (or
+a shard being written) and between batches.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 
 from harness.badimages import copy_imagenet_sample
 from harness.fakehub import FetchedCache
 from saetui.commands.main import main
+from saetui.store.connection import connect
+from saetui.store.shards import published
 
 ARGS = ("--batch-size", "2", "--commit-every", "2", "--workers", "1", "--no-stats")
 N_GOOD = 40
@@ -57,8 +60,9 @@ def make_source(root: Path) -> Path:
 
 
 def fetch_all(db: Path, sql: str) -> list[tuple]:
-    """Rows of a query on a read-only connection (DuckDB replays a killed writer's log in memory)."""
-    con = duckdb.connect(str(db), read_only=True)
+    """Rows of a query on saetui's read-only connection (DuckDB replays a killed writer's log in memory; a live
+    database shows its published shards)."""
+    con = connect(db)
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -81,23 +85,30 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.005)
 
 
-def kill_midway(source: Path, db: Path, env: dict[str, str], log: Path, rng: random.Random) -> int:
-    """Start `saetui index`, let it commit 1-3 batches, wait a random moment, SIGKILL it; returns the exit code."""
+def commits_seen(db: Path, live: bool) -> int:
+    """A number that grows with every commit: the write-ahead log's size, or the published shards of a live run."""
+    if live:
+        return len(published(db))
     wal = Path(f"{db}.wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def kill_midway(source: Path, db: Path, env: dict[str, str], log: Path, rng: random.Random, live: bool) -> int:
+    """Start `saetui index`, let it commit 1-3 batches, wait a random moment, SIGKILL it; returns the exit code."""
     with open(log, "w") as errors:
         process = subprocess.Popen(
-            [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS],
+            [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS, *(("--live",) if live else ())],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )
         try:
             wait_for(lambda: " run 1: " in log.read_text() or process.poll() is not None, 120, "the run to start")
-            sizes = [wal.stat().st_size if wal.exists() else 0]
+            sizes = [commits_seen(db, live)]
             commits = rng.randint(1, 3)
 
             def committed() -> bool:
-                size = wal.stat().st_size if wal.exists() else 0
+                size = commits_seen(db, live)
                 if size != sizes[-1]:
                     sizes.append(size)
                 return len(sizes) > commits or process.poll() is not None
@@ -113,7 +124,10 @@ def kill_midway(source: Path, db: Path, env: dict[str, str], log: Path, rng: ran
                 process.wait()
 
 
-def test_kills_then_resume_give_the_uninterrupted_database(hub_in_process: FetchedCache, tmp_path: Path) -> None:
+@pytest.mark.parametrize("live", [False, True], ids=["single-file", "live"])
+def test_kills_then_resume_give_the_uninterrupted_database(
+    hub_in_process: FetchedCache, tmp_path: Path, live: bool
+) -> None:
     """SIGKILL at three random moments, resuming each time: the same rows as one uninterrupted run.
 
     Runs four `saetui` processes (each pays torch/open_clip start-up), so it takes tens of seconds.
@@ -129,7 +143,7 @@ def test_kills_then_resume_give_the_uninterrupted_database(hub_in_process: Fetch
     progress = [0]
     for attempt in range(3):
         log = tmp_path / f"attempt{attempt}.log"
-        code = kill_midway(source, db, hub_in_process.env, log, rng)
+        code = kill_midway(source, db, hub_in_process.env, log, rng, live)
         stored = stored_items(db)
         text = log.read_text()
         assert progress[-1] < stored < total, (attempt, code, stored, text)
@@ -139,7 +153,7 @@ def test_kills_then_resume_give_the_uninterrupted_database(hub_in_process: Fetch
         progress.append(stored)
 
     done = subprocess.run(
-        [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS],
+        [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS, *(("--live",) if live else ())],
         env=hub_in_process.env,
         capture_output=True,
         text=True,
@@ -156,3 +170,34 @@ def test_kills_then_resume_give_the_uninterrupted_database(hub_in_process: Fetch
     moments = "SELECT sum(tokens), sum(sum_sq) FROM batch_moments"
     (tokens, sum_sq), (ref_tokens, ref_sum_sq) = fetch_all(db, moments)[0], fetch_all(reference, moments)[0]
     assert tokens == ref_tokens and sum_sq == pytest.approx(ref_sum_sq, rel=1e-6)
+    assert not published(db)  # the finished live run merged its shards: one file again
+
+
+def test_a_live_index_is_readable_while_it_grows(hub_in_process: FetchedCache, tmp_path: Path) -> None:
+    """While `index --live` runs, `saetui query` succeeds and sees a growing image count; the end is complete."""
+    source = make_source(tmp_path / "source")
+    db = tmp_path / "live.duckdb"
+    query = [str(saetui_binary()), "query", "SELECT count(*) AS n FROM images", "--db", str(db), "--format", "csv"]
+    counts: list[int] = []
+    with open(tmp_path / "index.log", "w") as errors:
+        process = subprocess.Popen(
+            [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS, "--live"],
+            env=hub_in_process.env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            while process.poll() is None:
+                done = subprocess.run(query, env=hub_in_process.env, capture_output=True, text=True, check=False)
+                if done.returncode == 0:
+                    counts.append(int(done.stdout.split()[-1]))
+                else:  # only before the database exists, or while the writer starts or merges at the end
+                    assert done.returncode in (3, 6), done.stderr
+            assert process.wait(timeout=300) == 0, (tmp_path / "index.log").read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+    final = subprocess.run(query, env=hub_in_process.env, capture_output=True, text=True, check=True)
+    assert int(final.stdout.split()[-1]) == N_GOOD
+    growing = [n for n in counts if 0 < n < N_GOOD]
+    assert counts == sorted(counts) and len(set(growing)) >= 2, counts

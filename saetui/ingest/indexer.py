@@ -77,6 +77,7 @@ class IndexOptions:
     keep_top: int | None = None  # keep only the largest N pairs of each token (None: every kept pair)
     scaling_images: int = SCALING_IMAGES  # images that estimate an SAE's missing input scaling (saev)
     embeddings: bool = False  # also run the rest of the tower and store each image's final embedding
+    live: bool = False  # publish each commit as a shard so the database can be read while it grows
     limit: int | None = None  # index only the first `limit` items of the source order
     workers: int = field(default_factory=default_workers)
     overwrite: bool = False  # delete the database first
@@ -419,6 +420,7 @@ def index_images(
         source_items=len(source),
         overwrite=options.overwrite,
         commit_images=options.commit_every,
+        live=options.live,
     )
     try:
         plan = plan_resume(source, options.limit, writer.done_keys)

@@ -35,6 +35,12 @@ def connect(path: str | os.PathLike[str], read_only: bool = True) -> duckdb.Duck
     if not read_only and not db.parent.exists():
         raise NotFoundError(f"folder {db.parent} does not exist", "create it or choose another --db")
     try:
+        if read_only:  # a database growing under `index --live`: its published shards are part of it
+            from saetui.store.shards import union_connection
+
+            live = union_connection(db)
+            if live is not None:
+                return live
         return duckdb.connect(str(db), read_only=read_only)
     except duckdb.IOException as exc:
         raise _translate_open_error(db, exc) from None

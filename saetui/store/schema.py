@@ -174,7 +174,9 @@ FROM token_codes""",
 def read_layout(con: duckdb.DuckDBPyConnection) -> CodeLayout | None:
     """The code layout recorded in a database, or None for a database saetui has not written yet."""
     if not con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'store_meta'"
+        "SELECT count(*) FROM (SELECT table_name AS name, database_name FROM duckdb_tables() UNION ALL "
+        "SELECT view_name, database_name FROM duckdb_views()) WHERE database_name = current_database() "
+        "AND name = 'store_meta'"
     ).fetchall()[0][0]:
         return None
     meta = dict(con.execute("SELECT key, value FROM store_meta").fetchall())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +13,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from saetui.errors import DataError
-from saetui.store import runs
+from saetui.errors import DatabaseLockedError, DataError
+from saetui.store import runs, shards
 from saetui.store.connection import connect, remove_database
 from saetui.store.schema import SCHEMA_VERSION, CodeLayout, create_schema, read_layout, schema_version
 
@@ -20,6 +22,7 @@ from saetui.store.schema import SCHEMA_VERSION, CodeLayout, create_schema, read_
 # tokens, ~200 MB of write-ahead log). DuckDB's own 16 MiB auto-checkpoint rewrote the open row group every few
 # batches and left a third of the file as free blocks; checkpointing rarely leaves almost none.
 CHECKPOINT_ROWS = 4 * 122_880
+REOPEN_SECONDS = 60.0  # how long a live run waits for readers to close the file before it merges
 _WAL_LIMIT = "1TiB"  # keeps DuckDB from checkpointing on its own between the writer's checkpoints
 
 
@@ -78,8 +81,13 @@ class IndexWriter:
         resumed: bool,
         done_keys: frozenset[str],
         commit_images: int = 1,
+        live: bool = False,
     ) -> None:
-        """Wrap an open read-write connection; use IndexWriter.open to get one."""
+        """Wrap an open read-write connection; use IndexWriter.open to get one.
+
+        live: commits become published shards (saetui.store.shards) and the database file is released until the
+        run finishes, so readers can open it while it grows.
+        """
         self._con: duckdb.DuckDBPyConnection | None = con
         self.db = db
         self.layout = layout
@@ -94,6 +102,10 @@ class IndexWriter:
         self.commit_images = max(1, commit_images)  # images gathered into one write transaction
         self._pending: list[tuple[dict[str, pa.Table], list[int], BatchMoments | None, int]] = []
         self._pending_images = 0
+        self.live = live
+        if live:  # release the file: commits go to shards until finish_run / close merges them
+            con.close()
+            self._con = None
 
     @classmethod
     def open(
@@ -105,16 +117,23 @@ class IndexWriter:
         source_items: int | None = None,
         overwrite: bool = False,
         commit_images: int = 1,
+        live: bool = False,
     ) -> IndexWriter:
-        """Open (creating if new) the database for a run over source, continuing the run with the same settings."""
+        """Open (creating if new) the database for a run over source, continuing the run with the same settings.
+
+        Shards a killed live run left are merged first (whole commits only; temporary ones are discarded).
+        """
         db = Path(path)
         if overwrite:
             remove_database(db)
+            shutil.rmtree(shards.shard_dir(db), ignore_errors=True)
         normal = runs.normalise_settings(settings)
         layout = runs.code_layout(normal)
         con = connect(db, read_only=False)
         try:
             con.execute(f"SET wal_autocheckpoint = '{_WAL_LIMIT}'")
+            shards.discard_partial(db)
+            shards.merge(con, db)
             con.execute("BEGIN TRANSACTION")
             _prepare_schema(con, db, layout, normal)
             found = runs.find_run(con, source, normal)
@@ -129,7 +148,7 @@ class IndexWriter:
         except BaseException:
             con.close()
             raise
-        return cls(con, db, layout, source, run_id, next_id, found is not None, done, commit_images)
+        return cls(con, db, layout, source, run_id, next_id, found is not None, done, commit_images, live)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -182,24 +201,34 @@ class IndexWriter:
             name: pa.concat_tables([tables[name] for tables, _, _, _ in pending if name in tables])
             for name in dict.fromkeys(name for tables, _, _, _ in pending for name in tables)
         }
-        con = self.con
+        shard = None
+        if self.live:
+            first = min(i for _, ids, _, _ in pending for i in ids) if any(ids for _, ids, _, _ in pending) else 0
+            shard = shards.new_shard(self.db, self.layout, first)
+        con = shard[0] if shard is not None else self.con
         for table, arrow in merged.items():
             con.register(f"_saetui_batch_{table}", arrow)
         try:
-            self._insert(merged, [(ids, moments) for _, ids, moments, _ in pending])
+            self._insert(con, merged, [(ids, moments) for _, ids, moments, _ in pending])
         finally:
             for table in merged:
                 con.unregister(f"_saetui_batch_{table}")
+        if shard is not None:
+            shards.publish(*shard)
         for tables, ids, _, n_tokens in pending:
             self.images_written += len(ids)
             self.skipped_written += len(tables["skipped"]) if "skipped" in tables else 0
             self._rows_since_checkpoint += len(ids) * n_tokens
-        if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
+        if self._rows_since_checkpoint >= CHECKPOINT_ROWS and not self.live:
             self.checkpoint()
 
-    def _insert(self, tables: Mapping[str, pa.Table], batches: Sequence[tuple[list[int], BatchMoments | None]]) -> None:
-        """Insert the registered Arrow tables and each batch's moments in one transaction."""
-        con = self.con
+    def _insert(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        tables: Mapping[str, pa.Table],
+        batches: Sequence[tuple[list[int], BatchMoments | None]],
+    ) -> None:
+        """Insert the registered Arrow tables and each batch's moments in one transaction on con."""
         con.execute("BEGIN TRANSACTION")
         try:
             for table in tables:
@@ -242,14 +271,37 @@ class IndexWriter:
         self.con.execute("CHECKPOINT")
         self._rows_since_checkpoint = 0
 
+    def _reopen(self) -> duckdb.DuckDBPyConnection:
+        """Take the database file back after a live run (waiting up to REOPEN_SECONDS for readers to let go)."""
+        deadline = time.monotonic() + REOPEN_SECONDS
+        while True:
+            try:
+                self._con = connect(self.db, read_only=False)
+                return self._con
+            except DatabaseLockedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def finish_run(self) -> None:
-        """Commit what is pending, mark the run done (its whole source was seen) and checkpoint."""
+        """Commit what is pending, merge a live run's shards, mark the run done and checkpoint."""
         self.flush()
+        if self.live:
+            shards.merge(self._reopen(), self.db)
         runs.mark_done(self.con, self.run_id)
         self.checkpoint()
 
     def close(self) -> None:
-        """Commit what is pending and close the connection; a run not finished stays 'running' and resumes."""
+        """Commit what is pending and close the connection; a run not finished stays 'running' and resumes.
+
+        A live run's shards are merged now if the file is free, else on the next start.
+        """
+        if self.live and self._con is None:
+            self.flush()
+            try:
+                shards.merge(self._reopen(), self.db)
+            except DatabaseLockedError:
+                return
         if self._con is not None:
             try:
                 self.flush()
