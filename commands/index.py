@@ -130,6 +130,11 @@ def register(app: typer.Typer) -> None:
             None, "--limit", help="Index only the first N items of the source.", show_default=False
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the database first."),
+        engine: str = typer.Option("local", "--engine", help="local, or ray: the same stages as a Ray Data pipeline."),
+        address: str | None = typer.Option(
+            None, "--address", help="Ray cluster address (default: a local Ray instance).", show_default=False
+        ),
+        ray_workers: int = typer.Option(1, "--ray-workers", min=1, help="Model actors in the Ray pool (one GPU each)."),
         live: bool = typer.Option(
             False,
             "--live",
@@ -152,6 +157,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Index images into a database."""
         _check(batch_size, limit, workers, tokens, keep_top)
+        if engine not in ("local", "ray"):
+            raise UsageError(f"unknown engine {engine!r}", "use --engine local or --engine ray")
         from saetui.paths import default_db
         from saetui.store.connection import refuse_folder
 
@@ -173,6 +180,9 @@ def register(app: typer.Typer) -> None:
             keep_top=keep_top,
             embeddings=embeddings,
             live=live,
+            engine=engine,
+            ray_address=address,
+            ray_workers=ray_workers,
             limit=limit,
             workers=workers or default_workers(),
             overwrite=overwrite,

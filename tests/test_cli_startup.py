@@ -14,7 +14,7 @@ from saetui.commands.main import COMMAND_MODULES, main
 
 SAETUI = Path(sys.executable).with_name("saetui")
 
-HEAVY = ("torch", "open_clip", "textual", "textual_image", "transformers")
+HEAVY = ("torch", "open_clip", "textual", "textual_image", "transformers", "ray")
 
 
 def test_help_lists_every_command(capsys) -> None:

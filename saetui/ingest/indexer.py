@@ -78,6 +78,9 @@ class IndexOptions:
     scaling_images: int = SCALING_IMAGES  # images that estimate an SAE's missing input scaling (saev)
     embeddings: bool = False  # also run the rest of the tower and store each image's final embedding
     live: bool = False  # publish each commit as a shard so the database can be read while it grows
+    engine: str = "local"  # local | ray (saetui.ingest.ray_engine)
+    ray_address: str | None = None  # an existing Ray cluster (None: a local Ray instance)
+    ray_workers: int = 1  # model actors in the Ray pool (one GPU each where there are GPUs)
     limit: int | None = None  # index only the first `limit` items of the source order
     workers: int = field(default_factory=default_workers)
     overwrite: bool = False  # delete the database first
@@ -435,15 +438,18 @@ def index_images(
             f"{HookPoint(spec.layer, spec.hook).name()}, tokens {tokens}) on {device} {options.precision}, "
             f"batch {options.batch_size}",
         )
-        _run(
-            pending_items(source, plan),
-            options,
-            writer,
-            Encoder(trunk, sae, tokens, options.embeddings),
-            prep,
-            summary,
-            log,
-        )
+        if options.engine == "ray":
+            _run_ray(list(pending_items(source, plan)), fetched, options, tokens, scaling, prep, writer, summary, log)
+        else:
+            _run(
+                pending_items(source, plan),
+                options,
+                writer,
+                Encoder(trunk, sae, tokens, options.embeddings),
+                prep,
+                summary,
+                log,
+            )
         if not summary.interrupted:
             writer.finish_run()
     finally:
@@ -452,6 +458,42 @@ def index_images(
     if summary.interrupted:
         raise IndexInterrupted(summary)
     return summary
+
+
+def _run_ray(
+    pending: list[ImageItem],
+    fetched: FetchedSae,
+    options: IndexOptions,
+    tokens: str,
+    scaling: Normaliser | None,
+    prep: Preprocessing,
+    writer: IndexWriter,
+    summary: IndexSummary,
+    log: TextIO,
+) -> None:
+    """The same run on Ray Data (saetui.ingest.ray_engine); counts what was done in summary."""
+    from saetui.ingest.ray_engine import run_on_ray
+
+    actor = {
+        "device": options.device,
+        "precision": options.precision,
+        "embeddings": options.embeddings,
+        "keep_top": options.keep_top,
+        "tokens": tokens,
+    }
+    indexed, skipped, stored, pairs = run_on_ray(
+        pending,
+        fetched,
+        actor,
+        scaling,
+        prep,
+        writer,
+        options.batch_size,
+        options.ray_workers,
+        options.ray_address,
+        log,
+    )
+    summary.indexed, summary.skipped, summary.tokens_stored, summary.pairs_stored = indexed, skipped, stored, pairs
 
 
 def stored_scaling(db: Path) -> Normaliser | None:
