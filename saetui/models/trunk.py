@@ -208,8 +208,8 @@ class VisionTrunk(torch.nn.Module):
         layer = n_layers - 1 if site == "pooled" else layer
         if not 0 <= layer < n_layers:
             raise UsageError(f"layer {layer} does not exist: blocks 0..{n_layers - 1}", f"pick 0..{n_layers - 1}")
-        parameter = next(model.visual.parameters())
-        return cls(model.visual, HookPoint(layer, site), parameter.device, parameter.dtype)
+        weight = model.visual.conv1.weight  # the patch embedding's dtype is the tower's compute dtype
+        return cls(model.visual, HookPoint(layer, site), weight.device, weight.dtype)
 
     def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """Patch and class embeddings plus positions, after ln_pre, in the blocks' own layout."""
