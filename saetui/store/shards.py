@@ -92,21 +92,36 @@ def merge(con: duckdb.DuckDBPyConnection, db: Path) -> int:
     return len(shards)
 
 
-def union_connection(db: Path) -> duckdb.DuckDBPyConnection | None:
-    """An in-memory connection showing the database plus its published shards, or None when there are none."""
-    shards = published(db)
-    if not shards:
-        return None
-    con = duckdb.connect(":memory:")
-    con.execute(f"ATTACH '{db}' AS stored (READ_ONLY)")
-    for i, shard in enumerate(shards):
-        con.execute(f"ATTACH '{shard}' AS shard{i} (READ_ONLY)")
-    names = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'").fetchall()]  # fmt: skip
-    for name in names:
+def union_connection(db: Path, attempts: int = 3) -> duckdb.DuckDBPyConnection | None:
+    """An in-memory connection showing the database plus its published shards, or None when there are none.
+
+    A shard merged (and deleted) between listing and attaching means the writer just finished: list again.
+    """
+    for attempt in range(attempts):
+        shards = published(db)
+        if not shards:
+            return None
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(f"ATTACH '{db}' AS stored (READ_ONLY)")
+            for i, shard in enumerate(shards):
+                con.execute(f"ATTACH '{shard}' AS shard{i} (READ_ONLY)")
+        except duckdb.IOException:
+            con.close()
+            if attempt + 1 == attempts or all(shard.exists() for shard in shards):
+                raise
+            continue
+        return _union_views(con, len(shards))
+    return None
+
+
+def _union_views(con: duckdb.DuckDBPyConnection, n_shards: int) -> duckdb.DuckDBPyConnection:
+    """Views over the attached database and shards: each data table as their union, the rest as stored."""
+    query = "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'"
+    for (name,) in con.execute(query).fetchall():
         parts = [f"SELECT * FROM stored.{name}"]
         if name in SHARDED_TABLES:
-            parts += [f"SELECT * FROM shard{i}.{name}" for i in range(len(shards))]
+            parts += [f"SELECT * FROM shard{i}.{name}" for i in range(n_shards)]
         con.execute(f"CREATE VIEW {name} AS {' UNION ALL BY NAME '.join(parts)}")
     views = con.execute(
         "SELECT view_name, sql FROM duckdb_views() WHERE database_name = 'stored' AND NOT internal"
