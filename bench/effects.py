@@ -14,15 +14,18 @@ Prints the headline last: `seconds_per_feature_at_16: S`.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from random_models import random_scope_sae  # noqa: E402
 
 from saetui.device import resolve_device
 from saetui.effects.context import EffectContext
 from saetui.effects.interventions import ablate, hook_state
-from saetui.families.sparse import Activation
-from saetui.families.weights import SaeWeights
 from saetui.models.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing
 from saetui.models.trunk import VisionTrunk
 from saetui.stats.run_info import RunInfo
@@ -33,17 +36,8 @@ def build(device: torch.device) -> EffectContext:
     import open_clip
 
     model = open_clip.create_model("ViT-L-14", device=device).eval().requires_grad_(False)
+    weights = random_scope_sae()
     gen = torch.Generator().manual_seed(0)
-    pre_b = 0.1 * torch.randn(1024, generator=gen)
-    weights = SaeWeights(
-        family="clip-scope",
-        enc=torch.randn(1024, 65536, generator=gen) / 32,
-        dec=torch.nn.functional.normalize(torch.randn(65536, 1024, generator=gen), dim=1),
-        activation=Activation("topk", k=32),
-        path=None,  # type: ignore[arg-type]
-        b_dec=pre_b,
-        input_bias=pre_b,
-    )
     text = torch.nn.functional.normalize(torch.randn(1000, 768, generator=gen), dim=1)
     trunk = VisionTrunk.from_clip(model, 20)
     return EffectContext(

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from saetui.families.sparse import Activation
-from saetui.families.weights import SaeWeights
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from random_models import random_scope_sae  # noqa: E402
+
 from saetui.models.trunk import VisionTrunk
 
 
@@ -32,17 +35,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2)
     args = parser.parse_args()
     model = open_clip.create_model("ViT-L-14").eval().requires_grad_(False)
-    gen = torch.Generator().manual_seed(0)
-    pre_b = 0.1 * torch.randn(1024, generator=gen)
-    weights = SaeWeights(
-        family="clip-scope",
-        enc=torch.randn(1024, 65536, generator=gen) / 32,
-        dec=torch.nn.functional.normalize(torch.randn(65536, 1024, generator=gen), dim=1),
-        activation=Activation("topk", k=32),
-        path=None,  # type: ignore[arg-type]
-        b_dec=pre_b,
-        input_bias=pre_b,
-    )
+    weights = random_scope_sae()
     pixels = torch.randn(args.images, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     kept = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
