@@ -15,7 +15,15 @@ from typing import Any
 import torch
 
 from saetui.errors import DataError
-from saetui.families.safe_load import REFETCH_HINT, check_shapes, float_tensor, read_json, read_torch, state_dict
+from saetui.families.safe_load import (
+    REFETCH_HINT,
+    check_shapes,
+    float_tensor,
+    read_json,
+    read_torch,
+    standard_tensors,
+    state_dict,
+)
 from saetui.families.sparse import Activation
 from saetui.families.weights import SaeWeights
 
@@ -49,18 +57,16 @@ def load(path: Path, config_path: Path | None) -> SaeWeights:
     state = state_dict(read_torch(path), path)
     trainer = trainer_config(config_path)
     if "W_enc" in state:
-        enc = float_tensor(state, "W_enc", 2, path)
-        dec = float_tensor(state, "W_dec", 2, path)
-        b_enc = float_tensor(state, "b_enc", 1, path)
+        enc, dec, b_enc, b_dec = standard_tensors(state, path)
     elif "encoder.weight" in state:
         enc = float_tensor(state, "encoder.weight", 2, path).T
         dec = float_tensor(state, "decoder.weight", 2, path).T
         b_enc = float_tensor(state, "encoder.bias", 1, path)
+        b_dec = float_tensor(state, "b_dec", 1, path)
+        d_in, n_features = enc.shape
+        check_shapes(path, enc, dec, ("b_enc", b_enc, n_features), ("b_dec", b_dec, d_in))
     else:
         raise DataError(f"checkpoint {path} has neither W_enc nor encoder.weight", "pass a dictionary_learning ae.pt")
-    b_dec = float_tensor(state, "b_dec", 1, path)
-    d_in, n_features = enc.shape
-    check_shapes(path, enc, dec, ("b_enc", b_enc, n_features), ("b_dec", b_dec, d_in))
     dict_class = trainer.get("dict_class") or ("MatryoshkaBatchTopKSAE" if "W_enc" in state else "BatchTopKSAE")
     k = _scalar(state, "k", path)
     if dict_class in TOPK_CLASSES:

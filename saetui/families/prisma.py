@@ -16,7 +16,7 @@ from typing import Any
 
 from saetui.errors import DataError
 from saetui.families.normalisers import Normaliser
-from saetui.families.safe_load import REFETCH_HINT, check_shapes, float_tensor, read_json, read_torch, state_dict
+from saetui.families.safe_load import REFETCH_HINT, read_json, read_torch, standard_tensors, state_dict
 from saetui.families.sparse import Activation
 from saetui.families.weights import SaeWeights
 
@@ -94,12 +94,7 @@ def load(path: Path, config_path: Path | None) -> SaeWeights:
         raise DataError(
             f"{where}: normalize_activations {kind!r} is not supported", "use none, constant_norm_rescale or layer_norm"
         )
-    enc = float_tensor(state, "W_enc", 2, path)
-    dec = float_tensor(state, "W_dec", 2, path)
-    b_enc = float_tensor(state, "b_enc", 1, path)
-    b_dec = float_tensor(state, "b_dec", 1, path)
-    d_in, n_features = enc.shape
-    check_shapes(path, enc, dec, ("b_enc", b_enc, n_features), ("b_dec", b_dec, d_in))
+    enc, dec, b_enc, b_dec = standard_tensors(state, path)
     return SaeWeights(
         family=FAMILY,
         enc=enc,

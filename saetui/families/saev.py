@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from saetui.errors import DataError
-from saetui.families.safe_load import REFETCH_HINT, check_shapes, checked_file, float_tensor, read_torch, state_dict
+from saetui.families.safe_load import REFETCH_HINT, checked_file, read_torch, standard_tensors, state_dict
 from saetui.families.sparse import Activation
 from saetui.families.weights import SaeWeights
 
@@ -68,12 +68,7 @@ def load(path: Path, config_path: Path | None = None) -> SaeWeights:
     """Load a saev sae.pt of any header schema; every failure is a one-line DataError."""
     header, body = read_header(path)
     state = state_dict(read_torch(path, body), path)
-    enc = float_tensor(state, "W_enc", 2, path)
-    dec = float_tensor(state, "W_dec", 2, path)
-    b_enc = float_tensor(state, "b_enc", 1, path)
-    b_dec = float_tensor(state, "b_dec", 1, path)
-    d_in, n_features = enc.shape
-    check_shapes(path, enc, dec, ("b_enc", b_enc, n_features), ("b_dec", b_dec, d_in))
+    enc, dec, b_enc, b_dec = standard_tensors(state, path)
     name, params, release_era = _activation_spec(header)
     k = params.get("top_k", 32)
     if name == "Relu":

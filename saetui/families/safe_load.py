@@ -114,6 +114,19 @@ def optional_int(data: dict[str, Any], key: str, path: Path) -> int | None:
     return value
 
 
+def standard_tensors(
+    state: dict[str, Any], path: Path
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W_enc [d, n], W_dec [n, d], b_enc [n], b_dec [d]) of the common key layout, checked against each other."""
+    enc = float_tensor(state, "W_enc", 2, path)
+    dec = float_tensor(state, "W_dec", 2, path)
+    b_enc = float_tensor(state, "b_enc", 1, path)
+    b_dec = float_tensor(state, "b_dec", 1, path)
+    d_in, n_features = enc.shape
+    check_shapes(path, enc, dec, ("b_enc", b_enc, n_features), ("b_dec", b_dec, d_in))
+    return enc, dec, b_enc, b_dec
+
+
 def check_shapes(
     path: Path, enc: torch.Tensor, dec: torch.Tensor, *vectors: tuple[str, torch.Tensor | None, int]
 ) -> None:
