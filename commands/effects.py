@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
-from saetui.commands.options import CacheDir, Device
+from saetui.commands.options import CacheDir, Database, Device
 
 HELP = """Compute every alive feature's causal effect: ablate it on each of its top images (the tokens where it is
 kept and active: x' = x - v dec, the SAE's error kept), run the rest of CLIP from the hook (later blocks, ln_post,
@@ -51,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("effects", help=HELP)
     def effects_command(
-        db: Path | None = typer.Option(None, "--db", help="Database (default: $SAETUI_DB, else ./saetui.duckdb)."),
+        db: Database = None,
         top_images: int = typer.Option(16, "--top-images", min=1, help="Top images per feature to ablate on."),
         features: str | None = typer.Option(None, "--features", help="Only these features (comma-separated)."),
         batch_images: int = typer.Option(8, "--batch-images", min=1, help="Images run to the hook at once."),

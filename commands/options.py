@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,6 +30,7 @@ Device = Annotated[
         "--device", help="Device of every model step: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
     ),
 ]
+Database = Annotated[Path | None, typer.Option("--db", help="Database (default: $SAETUI_DB, else ./saetui.duckdb).")]
 SaeName = Annotated[str, typer.Option("--sae", help="The SAE: a name of `saetui fetch --list` or a hub repo id.")]
 Checkpoint = Annotated[
     str,

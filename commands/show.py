@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import typer
+
+from saetui.commands.options import Database
 
 HELP = """Print one feature's card: statistics, top images with labels and paths, the labels of its top images,
 logit-lens labels, coactivating features and similar-direction features.
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
     @app.command("show", help=HELP, no_args_is_help=True)
     def show_command(
         feature: int = typer.Argument(..., metavar="FEATURE", help="Feature id, e.g. 1234.", show_default=False),
-        db: Path | None = typer.Option(None, "--db", help="Database (default: $SAETUI_DB, else ./saetui.duckdb)."),
+        db: Database = None,
         as_json: bool = typer.Option(False, "--json", help="Print the card as JSON."),
         top: int = typer.Option(10, "--top", min=1, help="Top images to list."),
         related: int = typer.Option(10, "--related", min=1, help="Labels, coactivating and similar features to list."),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
-from saetui.commands.options import CacheDir, Device
+from saetui.commands.options import CacheDir, Database, Device
 from saetui.stats.options import StatsOptions
 
 DEFAULTS = StatsOptions()  # the one source of every default: `saetui index` computes with these too
@@ -46,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stats", help=HELP)
     def stats_command(
-        db: Path | None = typer.Option(None, "--db", help="Database (default: $SAETUI_DB, else ./saetui.duckdb)."),
+        db: Database = None,
         cache: CacheDir = None,
         force: bool = typer.Option(False, "--force", help="Recompute even when nothing changed."),
         image_tokens: str = typer.Option(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
-from saetui.commands.options import CacheDir, Device
+from saetui.commands.options import CacheDir, Database, Device
 
 HELP = """Steer one image: set FEATURE to SCALE x its largest value in the dataset on every stored token
 (x' = x + (c max_f - v) dec, the SAE's error kept; --scale 0 ablates it), run the rest of CLIP and print the top
@@ -35,7 +34,7 @@ def register(app: typer.Typer) -> None:
         attribute_: bool = typer.Option(False, "--attribute", help="Rank the image's features by attribution."),
         label: str | None = typer.Option(None, "--label", help="Class to attribute (default: the top-1)."),
         top: int = typer.Option(5, "--top", min=1, help="Classes (or features) to print."),
-        db: Path | None = typer.Option(None, "--db", help="Database (default: $SAETUI_DB, else ./saetui.duckdb)."),
+        db: Database = None,
         device: Device = "auto",
         cache: CacheDir = None,
     ) -> None:

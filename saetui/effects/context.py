@@ -16,9 +16,9 @@ import torch
 from saetui.device import resolve_device, to_device
 from saetui.errors import DataError, NotFoundError, UsageError
 from saetui.families.loading import load_sae
-from saetui.families.normalisers import Normaliser
 from saetui.families.sparse import SparseSae
 from saetui.ingest.decoding import decode_rgb
+from saetui.ingest.indexer import stored_scaling
 from saetui.ingest.pipeline import token_positions
 from saetui.models.preprocess import Preprocessing, load_preprocessing, preprocess_image
 from saetui.models.trunk import WEIGHT_FILES, VisionTrunk, load_clip
@@ -61,15 +61,6 @@ class EffectContext:
                 )
             out.append(preprocess_image(decode_rgb(Path(path).read_bytes()), self.prep))
         return to_device(np.stack(out), self.device)
-
-
-def stored_scaling(con: duckdb.DuckDBPyConnection) -> Normaliser | None:
-    """The input scaling a run estimated (saev), if any."""
-    columns = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE runs)").fetchall()}
-    if "input_scale" not in columns:
-        return None
-    rows = con.execute("SELECT input_mean, input_scale FROM runs WHERE input_scale IS NOT NULL LIMIT 1").fetchall()
-    return Normaliser("affine", torch.tensor(rows[0][0], dtype=torch.float32), float(rows[0][1])) if rows else None
 
 
 def open_context(

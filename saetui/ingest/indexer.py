@@ -23,6 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TextIO
 
+import duckdb
 import numpy as np
 import torch
 
@@ -408,7 +409,7 @@ def index_images(
     )
     scaling = None
     if weights.needs_scaling:
-        scaling = None if options.overwrite else stored_scaling(db)
+        scaling = None if options.overwrite else _earlier_scaling(db)
         if scaling is None:
             _say(log, f"estimating {spec.name}'s input scaling (x - mu) / s from up to {options.scaling_images} images")
             scaling = estimate_scaling(source, prep, trunk, tokens, options)
@@ -496,25 +497,30 @@ def _run_ray(
     summary.indexed, summary.skipped, summary.tokens_stored, summary.pairs_stored = indexed, skipped, stored, pairs
 
 
-def stored_scaling(db: Path) -> Normaliser | None:
-    """The input scaling an earlier run of this database estimated (every run's codes then share it), if any."""
+def stored_scaling(con: duckdb.DuckDBPyConnection) -> Normaliser | None:
+    """The input scaling a run of this database estimated (saev; every run's codes then share it), if any."""
+    columns = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE runs)").fetchall()}
+    if "input_scale" not in columns:
+        return None
+    rows = con.execute(
+        "SELECT input_mean, input_scale FROM runs WHERE input_scale IS NOT NULL ORDER BY run_id LIMIT 1"
+    ).fetchall()
+    if not rows:
+        return None
+    return Normaliser("affine", torch.tensor(rows[0][0], dtype=torch.float32), float(rows[0][1]))
+
+
+def _earlier_scaling(db: Path) -> Normaliser | None:
+    """stored_scaling of the database file, None when there is none yet."""
     if not db.is_file():
         return None
     from saetui.store.connection import connect
 
     con = connect(db)
     try:
-        columns = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE runs)").fetchall()}
-        rows = []
-        if "input_scale" in columns:
-            rows = con.execute(
-                "SELECT input_mean, input_scale FROM runs WHERE input_scale IS NOT NULL ORDER BY run_id LIMIT 1"
-            ).fetchall()
+        return stored_scaling(con)
     finally:
         con.close()
-    if not rows:
-        return None
-    return Normaliser("affine", torch.tensor(rows[0][0], dtype=torch.float32), float(rows[0][1]))
 
 
 def estimate_scaling(

@@ -109,15 +109,20 @@ def open_clip_normalisation(model_dir: Path) -> tuple[Triple, Triple]:
     return mean, std
 
 
+def _open_clip_side(path: Path) -> tuple[dict[str, Any], int]:
+    """open_clip_config.json's preprocess_cfg and the square side it resizes and crops to (else the image size)."""
+    config = _read_json(path)
+    cfg = config.get("preprocess_cfg", {})
+    image_size = config.get("model_cfg", {}).get("vision_cfg", {}).get("image_size", 224)
+    return cfg, _edge(cfg.get("size", image_size), "size", path)
+
+
 def open_clip_preprocessing(model_dir: Path) -> Preprocessing:
     """open_clip's own transform of a model folder, from open_clip_config.json (preprocess_cfg and image_size)."""
     path = Path(model_dir) / OPEN_CLIP_CONFIG
     if not path.is_file():
         raise NotFoundError(f"{path} does not exist", "fetch the model first")
-    config = _read_json(path)
-    cfg = config.get("preprocess_cfg", {})
-    image_size = config.get("model_cfg", {}).get("vision_cfg", {}).get("image_size", 224)
-    side = _edge(cfg.get("size", image_size), "size", path)
+    cfg, side = _open_clip_side(path)
     if cfg.get("interpolation", "bicubic") != "bicubic":
         raise DataError(f"{path}: interpolation {cfg['interpolation']!r} is not bicubic", "saetui resizes bicubic only")
     mode = cfg.get("resize_mode", "shortest")
@@ -160,10 +165,7 @@ def load_preprocessing(model_dir: Path, reference: str = "hf-clip") -> Preproces
         raise NotFoundError(
             f"{model_dir} has neither {PREPROCESSOR_CONFIG} nor {OPEN_CLIP_CONFIG}", "fetch the model first"
         )
-    config = _read_json(oc_path)
-    preprocess_cfg = config.get("preprocess_cfg", {})
-    image_size = config.get("model_cfg", {}).get("vision_cfg", {}).get("image_size", 224)
-    side = _edge(preprocess_cfg.get("size", image_size), "size", oc_path)
+    _, side = _open_clip_side(oc_path)
     mean, std = open_clip_normalisation(model_dir)
     return Preprocessing(
         size=side,
