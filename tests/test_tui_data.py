@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from harness.browse_db import BrowseDb, build_wide_features_db, shared_browse_db
+from saetui import tiles
 from saetui.errors import DataError, NotFoundError, UsageError
 from saetui.store.runs import TokenGrid
 from saetui.tui import rendering
@@ -136,7 +137,7 @@ def test_thumbnails_are_the_stored_jpegs(data: BrowseData) -> None:
     """Thumbnails decode to square RGB pictures."""
     thumbs = data.thumbnails([0, 1, 2])
     assert sorted(thumbs) == [0, 1, 2]
-    picture = rendering.decode(thumbs[0])
+    picture = tiles.decode(thumbs[0])
     assert picture.mode == "RGB" and picture.width == picture.height == 96
 
 
@@ -247,7 +248,7 @@ def test_overlay_brightens_active_patches_and_dims_the_rest() -> None:
     base = Image.new("RGB", (96, 96), (120, 120, 120))
     values = np.zeros(257, dtype=np.float32)
     values[1] = 4.0  # top-left patch
-    out = np.asarray(rendering.overlay(base, values, 4.0, TokenGrid(16, 16)), dtype=np.float64)
+    out = np.asarray(tiles.overlay(base, values, 4.0, TokenGrid(16, 16)), dtype=np.float64)
     assert out[:4, :4].mean() > out[-10:, -10:].mean() + 30
     assert out[-10:, -10:].mean() < 120
 
@@ -256,8 +257,8 @@ def test_render_sizes_and_missing_thumbnail() -> None:
     """render() returns exactly the requested pixels; no thumbnail gives the placeholder tile."""
     buffer = __import__("io").BytesIO()
     Image.new("RGB", (120, 80), (200, 10, 10)).save(buffer, "JPEG")
-    assert rendering.render(buffer.getvalue(), (20, 20)).size == (20, 20)  # centre-cropped to a square
-    assert rendering.render(None, (30, 30)).size == (30, 30)
+    assert tiles.render(buffer.getvalue(), (20, 20)).size == (20, 20)  # centre-cropped to a square
+    assert tiles.render(None, (30, 30)).size == (30, 30)
 
 
 def test_image_cache_is_an_lru() -> None:
@@ -311,5 +312,5 @@ def test_thumbnails_fall_back_to_the_original_file(tmp_path: Path, db: BrowseDb)
     finally:
         browse.close()
     assert sorted(found) == [0, 2]  # image 1's file lives on another machine
-    assert rendering.decode(found[0]).size == (200, 200)
-    assert np.asarray(rendering.render(b"not an image", (8, 8))).shape == (8, 8, 3)
+    assert tiles.decode(found[0]).size == (200, 200)
+    assert np.asarray(tiles.render(b"not an image", (8, 8))).shape == (8, 8, 3)

@@ -9,26 +9,7 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-from saetui.store.runs import TokenGrid
-
-# Anchors of matplotlib's viridis (perceptually uniform, readable for colour-blind users) and of a
-# black-red-yellow "heat" map for activations; both are interpolated linearly between anchors.
-VIRIDIS = np.array(
-    [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142], [31, 158, 137],
-     [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37]],
-    dtype=np.float64,
-)  # fmt: skip
-HEAT = np.array([[20, 20, 30], [110, 20, 40], [200, 50, 20], [250, 150, 20], [255, 240, 120]], dtype=np.float64)
-
-
-def colour_map(values: np.ndarray, anchors: np.ndarray = VIRIDIS) -> np.ndarray:
-    """Map values in [0, 1] (NaN allowed) to uint8 RGB by linear interpolation between anchors."""
-    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0), 0.0, 1.0)
-    position = v * (len(anchors) - 1)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, len(anchors) - 1)
-    t = (position - low)[..., None]
-    return np.rint(anchors[low] * (1 - t) + anchors[high] * t).astype(np.uint8)
+from saetui.tiles import VIRIDIS, colour_map
 
 
 def normalise(values: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
@@ -65,12 +46,6 @@ def grid_text(grid: np.ndarray, anchors: np.ndarray = VIRIDIS, scale: int = 1) -
         if row + 2 < size:
             text.append("\n")
     return text
-
-
-def patch_grid(values: np.ndarray, grid: TokenGrid) -> np.ndarray:
-    """The patch values of a per-token vector (0 = CLS, then patches row-major) as a [rows, cols] array."""
-    patches = np.asarray(values[1 : 1 + grid.rows * grid.cols], dtype=np.float64)
-    return patches.reshape(grid.rows, grid.cols)
 
 
 def swatch(value: float, anchors: np.ndarray = VIRIDIS) -> Style:

@@ -14,7 +14,6 @@ the cell size first, since they draw in pixels.
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 import threading
@@ -23,15 +22,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from saetui.errors import UsageError
-from saetui.store.runs import TokenGrid
-from saetui.tui.heat import HEAT, colour_map, patch_grid
 
 MODES: tuple[str, ...] = ("auto", "kitty", "sixel", "halfcell", "unicode", "none")
-DECODE_SIDE = 448  # originals (when a database has no thumbnail) are decoded at about this size
 
 
 @dataclass(frozen=True)
@@ -131,62 +126,3 @@ class ImageCache:
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
         return image
-
-
-def decode(data: bytes) -> Image.Image:
-    """A stored thumbnail (or an original file's bytes) as a square RGB image (centre crop if needed)."""
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.draft("RGB", (DECODE_SIDE, DECODE_SIDE))  # JPEG originals decode at a fraction of their size
-        image = opened.convert("RGB")
-    side = min(image.size)
-    if image.width != image.height:
-        left = (image.width - side) // 2
-        top = (image.height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-    return image
-
-
-def missing_image(size: tuple[int, int]) -> Image.Image:
-    """A dark grey tile with a cross, shown when an image has neither a thumbnail nor a readable file."""
-    image = Image.new("RGB", (64, 64), (48, 48, 52))
-    pixels = np.asarray(image).copy()
-    diagonal = np.arange(64)
-    pixels[diagonal, diagonal] = (140, 140, 150)
-    pixels[diagonal, 63 - diagonal] = (140, 140, 150)
-    return Image.fromarray(pixels).resize(size, Image.Resampling.NEAREST)
-
-
-def overlay(image: Image.Image, values: np.ndarray, vmax: float, grid: TokenGrid) -> Image.Image:
-    """Dim inactive patches and tint active ones by the feature's per-patch value (values: one per token)."""
-    if grid.rows == 0:  # a pooled embedding has no patches: tint the whole image by its one value
-        patches = np.full((1, 1), float(values[0]) if len(values) else 0.0)
-    else:
-        patches = np.clip(patch_grid(values, grid), 0, None)
-    grid_values = patches
-    strength = np.clip(grid_values / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(grid_values)
-    mask = Image.fromarray((strength * 255).astype(np.uint8), "L").resize(image.size, Image.Resampling.BILINEAR)
-    alpha = np.asarray(mask, dtype=np.float64)[..., None] / 255.0
-    colours = colour_map(np.asarray(mask, dtype=np.float64) / 255.0 * 0.75 + 0.25, HEAT).astype(np.float64)
-    base = np.asarray(image, dtype=np.float64)
-    dimmed = base * (0.3 + 0.7 * alpha)
-    out = dimmed * (1 - 0.45 * alpha) + colours * (0.45 * alpha)
-    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
-
-
-def render(
-    data: bytes | None,
-    size: tuple[int, int],
-    values: np.ndarray | None = None,
-    vmax: float = 0.0,
-    grid: TokenGrid | None = None,
-) -> Image.Image:
-    """A tile's pixels: the decoded thumbnail, with the heatmap overlay when values are given, at size."""
-    if data is None:
-        return missing_image(size)
-    try:
-        image = decode(data)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return missing_image(size)
-    if values is not None and grid is not None:
-        image = overlay(image, values, vmax, grid)
-    return image.resize(size, Image.Resampling.LANCZOS)

@@ -16,11 +16,12 @@ from textual.containers import Container, Grid, Vertical, VerticalScroll
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from saetui import tiles
 from saetui.errors import SaetuiError
-from saetui.tui import rendering
+from saetui.tiles import HEAT, patch_grid
 from saetui.tui.charts import bar_rows, column_chart, number, percent
 from saetui.tui.data import FeaturePage, TopImage
-from saetui.tui.heat import HEAT, grid_text, normalise, patch_grid
+from saetui.tui.heat import grid_text, normalise
 from saetui.tui.messages import FeatureLoaded, LoadFailed, ThumbnailReady
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
@@ -266,9 +267,9 @@ class FeatureScreen(PageScreen):
                 continue
             key = (top.image_id, feature if heatmap else None, size)
 
-            def make(top: TopImage = top) -> rendering.Image.Image:
+            def make(top: TopImage = top) -> tiles.Image.Image:
                 values = maps[top.image_id] if heatmap else None
-                return rendering.render(thumbs.get(top.image_id), size, values, vmax, data.grid)
+                return tiles.render(thumbs.get(top.image_id), size, values, vmax, data.grid)
 
             self.post_message(ThumbnailReady(request, index, self.browser.image_cache.get(key, make)))
 

@@ -12,10 +12,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList, Static
 
+from saetui import tiles
 from saetui.errors import SaetuiError
-from saetui.tui import rendering
+from saetui.tiles import HEAT, VIRIDIS, patch_grid
 from saetui.tui.data import ImagePage, Neighbour
-from saetui.tui.heat import HEAT, VIRIDIS, grid_text, legend, normalise, patch_grid, swatch
+from saetui.tui.heat import grid_text, legend, normalise, swatch
 from saetui.tui.messages import ImageLoaded, ImagePixelsReady, LoadFailed, SteerReady
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
@@ -195,11 +196,11 @@ class ImageScreen(PageScreen):
             size = renderer.pixels(*self.image_cells())
             key = (image_id, feature if overlay else None, size)
 
-            def make() -> rendering.Image.Image:
+            def make() -> tiles.Image.Image:
                 thumb = data.thumbnail(image_id)
                 if overlay and values is not None:
-                    return rendering.render(thumb, size, values, float(values.max()), data.grid)
-                return rendering.render(thumb, size)
+                    return tiles.render(thumb, size, values, float(values.max()), data.grid)
+                return tiles.render(thumb, size)
 
             pixels = self.browser.image_cache.get(key, make)
         self.post_message(ImagePixelsReady(image_id, feature, pixels, heat))

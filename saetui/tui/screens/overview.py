@@ -11,9 +11,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from saetui.errors import SaetuiError
+from saetui.tiles import VIRIDIS, patch_grid
 from saetui.tui.charts import bar_rows, number
 from saetui.tui.data import Overview
-from saetui.tui.heat import VIRIDIS, grid_text, legend, normalise, patch_grid, swatch
+from saetui.tui.heat import grid_text, legend, normalise, swatch
 from saetui.tui.messages import LoadFailed, OverviewLoaded
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
