@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from saetui.commands.options import CacheDir, Database, Device
+from saetui.commands.options import CacheDir, Database, Device, Features, feature_list
 
 HELP = """Compute every alive feature's causal effect: ablate it on each of its top images (the tokens where it is
 kept and active: x' = x - v dec, the SAE's error kept), run the rest of CLIP from the hook (later blocks, ln_post,
@@ -26,18 +26,6 @@ Examples:
 """
 
 
-def _features(text: str | None) -> list[int] | None:
-    """--features 1,2,3 as ints."""
-    from saetui.errors import UsageError
-
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(f"--features {text!r} is not a list of feature ids", "e.g. --features 12,345") from None
-
-
 def _progress(done: int, total: int) -> None:
     """One stderr line per image batch, overwritten in place on a terminal."""
     end = "\n" if done == total or not sys.stderr.isatty() else ""
@@ -52,7 +40,7 @@ def register(app: typer.Typer) -> None:
     def effects_command(
         db: Database = None,
         top_images: int = typer.Option(16, "--top-images", min=1, help="Top images per feature to ablate on."),
-        features: str | None = typer.Option(None, "--features", help="Only these features (comma-separated)."),
+        features: Features = None,
         batch_images: int = typer.Option(8, "--batch-images", min=1, help="Images run to the hook at once."),
         device: Device = "auto",
         cache: CacheDir = None,
@@ -65,7 +53,7 @@ def register(app: typer.Typer) -> None:
 
         with open_for_writing(db or default_db()) as con:
             ctx = open_context(con, cache, device)
-            summary = compute_effects(con, ctx, top_images, _features(features), batch_images, _progress)
+            summary = compute_effects(con, ctx, top_images, feature_list(features), batch_images, _progress)
         sys.stderr.write(
             f"saetui: causal effects of {summary.features} features over {summary.images} images "
             f"({summary.branches} ablations) in {summary.seconds:.1f} s "

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from saetui.errors import UsageError
+
 CacheDir = Annotated[
     str | None,
     typer.Option("--cache-dir", help="Cache root (default: $SAETUI_CACHE, else ./cache).", show_default=False),
@@ -53,3 +55,16 @@ ModelRevision = Annotated[
         show_default=False,
     ),
 ]
+Features = Annotated[
+    str | None, typer.Option("--features", help="Only these features (comma-separated ids).", show_default=False)
+]
+
+
+def feature_list(text: str | None) -> list[int] | None:
+    """--features 1,2,3 as ints (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--features {text!r} is not a list of feature ids", "e.g. --features 12,345") from None

@@ -10,6 +10,7 @@ import duckdb
 
 from saetui.errors import DatabaseLockedError, DataError, NotFoundError, UsageError
 from saetui.paths import DEFAULT_DB
+from saetui.store.annotations import load_into
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 
@@ -28,26 +29,26 @@ def refuse_folder(path: str | os.PathLike[str]) -> Path:
 
 
 def connect(path: str | os.PathLike[str], read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """Open the database at path; read-only by default, and a missing file is an error only in read-only mode."""
+    """Open the database at path; read-only by default (with the annotation tables), a missing file an error then."""
     db = refuse_folder(path)
     if read_only and not db.exists():
         raise NotFoundError(f"database {db} does not exist", "index images first: saetui index SOURCE --db PATH")
     if not read_only and not db.parent.exists():
         raise NotFoundError(f"folder {db.parent} does not exist", "create it or choose another --db")
     try:
-        if read_only:  # a database growing under `index --live`: its published shards are part of it
-            from saetui.store.shards import union_connection
+        if not read_only:
+            return duckdb.connect(str(db), read_only=False)
+        from saetui.store.shards import union_connection  # a database growing under `index --live`: its shards
 
-            live = union_connection(db)
-            if live is not None:
-                return live
-        return duckdb.connect(str(db), read_only=read_only)
+        con = union_connection(db) or duckdb.connect(str(db), read_only=True)
     except duckdb.IOException as exc:
         raise _translate_open_error(db, exc) from None
     except duckdb.ConnectionException as exc:
         raise DatabaseLockedError(
             f"{db} is already open in this process with other settings ({_first_line(exc)})"
         ) from None
+    load_into(con, db)  # notes, explanations and scores from the side file, as plain table names
+    return con
 
 
 def remove_database(path: str | os.PathLike[str]) -> None:

@@ -22,6 +22,13 @@ from saetui.errors import DataError
 from saetui.store.sandbox import file_access_error
 
 TABLE_ROW_LIMIT = 1000
+CHANGING = {
+    duckdb.StatementType.INSERT: "INSERT",
+    duckdb.StatementType.UPDATE: "UPDATE",
+    duckdb.StatementType.DELETE: "DELETE",
+    duckdb.StatementType.DROP: "DROP",
+    duckdb.StatementType.ALTER: "ALTER",
+}
 MAX_CELL = 80
 _NUMERIC = (
     "TINYINT",
@@ -41,8 +48,18 @@ _NUMERIC = (
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation | None:
-    """Run SQL (several statements allowed; the last one gives the result), with DuckDB's error as one line."""
+    """Run SQL (several statements allowed; the last one gives the result), with DuckDB's error as one line.
+
+    Statements that change rows are refused before anything runs: the database is open read-only anyway, and the
+    annotation tables are in-memory copies of the side file that `saetui note` changes.
+    """
     try:
+        for statement in con.extract_statements(sql):
+            if statement.type in CHANGING:
+                raise DataError(
+                    f"saetui query is read-only: {CHANGING[statement.type]} statements change data",
+                    "change notes with `saetui note`, everything else with the command that writes it",
+                )
         return con.sql(sql)
     except duckdb.Error as exc:
         raise query_error(exc) from None

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import duckdb
 import numpy as np
 
 from saetui.errors import DataError, NotFoundError
+from saetui.store import annotations
+from saetui.store.annotations import Annotations, Note
 from saetui.store.connection import connect
 from saetui.store.runs import TokenGrid, token_grid
 from saetui.store.sandbox import confine
@@ -40,6 +42,13 @@ class FeatureRows:
     labels: tuple[str, ...]
     agreement: np.ndarray | None = None  # float64 lens~causal top-class overlap (`saetui effects`), NaN where none
     has_effects: bool = False  # whether any feature has a causal effect stored
+    note: np.ndarray | None = None  # object: "#tag #tag text" of each feature's note, "" where none
+    explanation: np.ndarray | None = None  # object: the latest automatic explanation, "" where none
+
+    @property
+    def has_notes(self) -> bool:
+        """Whether any feature has a note or an explanation."""
+        return any(column is not None and bool(column.astype(bool).any()) for column in (self.note, self.explanation))
 
     def __len__(self) -> int:
         """Number of features."""
@@ -51,13 +60,33 @@ class FeatureRows:
         return self.labels[code] if code >= 0 else ""
 
     def matching(self, text: str) -> np.ndarray:
-        """Boolean mask of rows whose top label or logit-lens label contains text (case-insensitive)."""
+        """Rows whose top label, logit-lens label, note, tags or explanation contain text (case-insensitive)."""
         needle = text.strip().lower()
         hits = np.array([needle in label.lower() for label in self.labels], dtype=bool)
-        if not hits.any():
-            return np.zeros(len(self.feature), dtype=bool)
         codes = np.flatnonzero(hits)
-        return np.isin(self.top_label, codes) | np.isin(self.lens_label, codes)
+        mask = np.isin(self.top_label, codes) | np.isin(self.lens_label, codes)
+        for column in (self.note, self.explanation):
+            if column is not None:
+                mask |= np.fromiter((needle in str(t).lower() for t in column), dtype=bool, count=len(column))
+        return mask
+
+    def with_annotations(self, notes: dict[int, Note], explanations: dict[int, str]) -> FeatureRows:
+        """The same rows with the note and explanation columns filled from the side file."""
+        position = {int(f): i for i, f in enumerate(self.feature)}
+        note = np.full(len(self.feature), "", dtype=object)
+        explanation = np.full(len(self.feature), "", dtype=object)
+        for key, value in notes.items():
+            if key in position:
+                note[position[key]] = note_summary(value)
+        for key, text in explanations.items():
+            if key in position:
+                explanation[position[key]] = text
+        return replace(self, note=note, explanation=explanation)
+
+
+def note_summary(note: Note) -> str:
+    """A note on one line: its tags as #tag, then its text."""
+    return " ".join([*(f"#{tag}" for tag in note.tags), " ".join(note.text.split())]).strip()
 
 
 @dataclass(frozen=True)
@@ -154,6 +183,9 @@ class FeaturePage:
     histogram: tuple[HistogramBin, ...]
     match: BestMatch | None = None
     effect: CausalEffect | None = None
+    note: Note | None = None
+    explanation: dict[str, Any] | None = None  # the latest automatic explanation (`saetui explain`)
+    scores: dict[str, float | None] = field(default_factory=dict)  # stored scores (`saetui score`)
 
 
 @dataclass(frozen=True)
@@ -239,6 +271,7 @@ class BrowseData:
         self.path = Path(path)
         self._con = connect(self.path, read_only=True)
         confine(self._con)  # the SQL console, like `saetui query`, sees the database only
+        self.annotations = Annotations(self.path)  # notes and explanations: the side file, writable while browsing
         self.compare = Path(compare) if compare is not None else None
         self._other: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -308,6 +341,7 @@ class BrowseData:
         with self._lock:
             cur = self._con.cursor()
             self._active[cur] = kind
+        annotations.use(cur)  # each cursor is a session of its own: the annotation tables by their plain names
         try:
             yield cur
         finally:
@@ -379,7 +413,7 @@ class BrowseData:
             labels=tuple(labels),
             agreement=np.asarray(arrays["agreement"], dtype=np.float64),
             has_effects=bool(np.isfinite(np.asarray(arrays["agreement"], dtype=np.float64)).any()),
-        )
+        ).with_annotations(*self.feature_annotations())
 
     def text_search(self, text: str, n: int = 200) -> list[tuple[int, float]]:
         """Features whose logit-lens embedding is closest to a CLIP text embedding of `text` (needs torch).
@@ -459,7 +493,26 @@ class BrowseData:
             )
             effect = self._causal_effect(cur, feature)
         match = self.best_match(feature)
-        return FeaturePage(stats, tops, labels, lens, coactivating, similar, note, histogram, match, effect)
+        side = self.annotations
+        return FeaturePage(
+            stats, tops, labels, lens, coactivating, similar, note, histogram, match, effect,
+            side.note(feature), side.latest_explanations().get(feature), side.feature_scores(feature),
+        )  # fmt: skip
+
+    # ---- notes ---------------------------------------------------------------------------------------------
+
+    def feature_annotations(self) -> tuple[dict[int, Note], dict[int, str]]:
+        """Every feature note and latest explanation from the side file (read fresh: others may write it)."""
+        side = self.annotations
+        notes = {n.key: n for n in side.notes()}
+        return notes, {f: str(e["explanation"]) for f, e in side.latest_explanations().items()}
+
+    def save_note(self, feature: int, text: str, tags: list[str]) -> Note | None:
+        """Write a feature's note to the side file and refresh the SQL console's copy of the annotation tables."""
+        self.annotations.set_note(feature, text, tags)
+        with self._lock:
+            annotations.load_into(self._con, self.path)
+        return self.annotations.note(feature)
 
     def _causal_effect(self, cur: duckdb.DuckDBPyConnection, feature: int) -> CausalEffect | None:
         """The stored causal effect of a feature, None when `saetui effects` did not compute it."""

@@ -6,6 +6,7 @@ The text appears as soon as one worker has queried it; a second worker then rend
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 from rich.text import Text
@@ -25,6 +26,8 @@ from saetui.tui.heat import grid_text, normalise
 from saetui.tui.messages import FeatureLoaded, LoadFailed, ThumbnailReady
 from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
+from saetui.tui.screens.features import FeaturesScreen
+from saetui.tui.screens.note_editor import EditedNote, NoteEditor
 from saetui.tui.widgets.feature_links import FeatureLinks
 from saetui.tui.widgets.thumbnail import TILE_COLUMNS, TILE_ROWS, ThumbTile
 
@@ -32,6 +35,7 @@ LENS_NOTE = (
     "The lens maps the feature's decoder direction straight through the final LayerNorm and projection, "
     "skipping every layer after the hooked one, so it often disagrees with what the feature fires on."
 )
+SCORE_TITLES = {"monosemanticity": "monosemanticity (MS)", "clip_auroc": "explanation CLIP AUROC"}
 TILE_WIDTH = TILE_COLUMNS + 2
 MAX_TILE_ROWS = 3
 WIDE_FROM = 140  # from this width the panels sit beside the thumbnails (the app's -wide breakpoint)
@@ -49,6 +53,7 @@ class FeatureScreen(PageScreen):
         Binding("t", "focus_part('thumbs')", "Thumbs", show=False),
         Binding("c", "focus_part('coactivating')", "Coactivating", id="focus-coactivating"),
         Binding("v", "focus_part('similar')", "Similar", id="focus-similar"),
+        Binding("e", "edit_note", "Note", id="edit-note"),
     ]
 
     def __init__(self) -> None:
@@ -168,6 +173,19 @@ class FeatureScreen(PageScreen):
             share = f" {s.top_label_share:.0%}" if s.top_label_share is not None else ""
             text.append(" · top label ")
             text.append(f"{s.top_label}{share}", "bold")
+        if page.note is not None:
+            text.append("\nnote ", "bold")
+            if page.note.tags:
+                text.append(" ".join(f"#{tag}" for tag in page.note.tags) + " ", "bold magenta")
+            text.append(page.note.text, "italic")
+        if page.explanation is not None:
+            text.append("\nexplanation ", "bold")
+            text.append(str(page.explanation["explanation"]))
+            text.append(f"  ({page.explanation['model']}, prompt {page.explanation['prompt_version']})", "dim")
+        scores = {name: value for name, value in page.scores.items() if value is not None}
+        if scores:
+            text.append("\nscores ", "bold")
+            text.append(" · ".join(f"{SCORE_TITLES.get(name, name)} {value:.3f}" for name, value in scores.items()))
         m = page.match
         if m is not None:
             text.append(f"\nbest match in {m.database}: ")
@@ -288,6 +306,31 @@ class FeatureScreen(PageScreen):
         if self.page is not None:
             self.layout_tiles(self.page.top_images)
         self.start_thumbnails()
+
+    def action_edit_note(self) -> None:
+        """Open the note editor for this feature; saving writes the side file and refreshes page and list."""
+        if self.feature is None or self.page is None:
+            return
+        feature = self.feature
+
+        def saved(result: EditedNote | None) -> None:
+            """Write the edited note (a quick SQLite write) and show it."""
+            if result is None:
+                return
+            try:
+                note = self.browser.data.save_note(feature, *result)
+            except SaetuiError as error:
+                self.notify(f"note not saved: {error.one_line()}", severity="error", timeout=8)
+                return
+            if self.page is not None and self.page.stats.feature == feature:
+                self.page = replace(self.page, note=note)
+                self.query_one("#feature-header", Static).update(self.header_text(self.page))
+            features = self.browser.get_screen("features")
+            if isinstance(features, FeaturesScreen):
+                features.reload_annotations()
+            self.notify(f"note on feature {feature} saved" if note else f"note on feature {feature} deleted")
+
+        self.app.push_screen(NoteEditor(feature, self.page.note), saved)
 
     def action_flip(self, step: int) -> None:
         """Open the next (1) or previous (-1) feature of the features list."""

@@ -17,7 +17,7 @@ from saetui.tui.navigation import Location
 from saetui.tui.screens.base import PageScreen
 from saetui.tui.widgets.feature_table import DEFAULT_DESCENDING, SORT_KEYS, SORT_TITLES, FeatureTable, order_rows
 
-SEARCH_HINT = "label or class · 123 jumps to a feature · ~free text (CLIP text search)"
+SEARCH_HINT = "label, class, note, #tag or explanation · 123 jumps to a feature · ~free text (CLIP text search)"
 
 
 class FeaturesScreen(PageScreen):
@@ -116,6 +116,12 @@ class FeaturesScreen(PageScreen):
         self.table.set_rows(self.rows, order, self.scores)
         self.update_status(len(order))
 
+    def reload_annotations(self) -> None:
+        """Re-read notes and explanations from the side file into the loaded rows (after an edit) and redraw."""
+        if self.rows is not None:
+            self.rows = self.rows.with_annotations(*self.browser.data.feature_annotations())
+            self.refresh_rows()
+
     def update_status(self, shown: int) -> None:
         """The line above the table: counts, sort, filters."""
         assert self.rows is not None
@@ -137,9 +143,11 @@ class FeaturesScreen(PageScreen):
         return self.table.neighbour(feature, step) if self.rows is not None else None
 
     def action_cycle_sort(self) -> None:
-        """Next sort key (frequency → label entropy → max activation → lens~causal agreement, if stored → id)."""
+        """Next sort key (frequency → entropy → max → lens~causal agreement and notes, if stored → id)."""
         self.scores = None
-        keys = [k for k in SORT_KEYS if k != "agreement" or (self.rows is not None and self.rows.has_effects)]
+        shown = {"agreement": self.rows is not None and self.rows.has_effects}
+        shown["notes"] = self.rows is not None and self.rows.has_notes
+        keys = [k for k in SORT_KEYS if shown.get(k, True)]
         self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)] if self.sort_key in keys else keys[0]
         self.descending = DEFAULT_DESCENDING[self.sort_key]
         self.refresh_rows()

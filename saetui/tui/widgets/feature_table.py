@@ -18,17 +18,20 @@ from saetui.tui.charts import number, percent
 from saetui.tui.data import FeatureRows
 from saetui.tui.messages import OpenFeature
 
-SORT_KEYS: tuple[str, ...] = ("frequency", "entropy", "max", "agreement", "id")
+SORT_KEYS: tuple[str, ...] = ("frequency", "entropy", "max", "agreement", "notes", "id")
+NOTE_TITLE = "note · ≈explanation"
 SORT_TITLES = {
     "frequency": "frequency",
     "entropy": "label entropy",
     "max": "max activation",
     "agreement": "lens~causal agreement (lens most wrong first)",
+    "notes": "notes (noted, then explained, then the rest)",
     "id": "id",
     "score": "text match",
 }
 DEFAULT_DESCENDING = {
-    "frequency": True, "entropy": False, "max": True, "agreement": False, "id": False, "score": True,
+    "frequency": True, "entropy": False, "max": True, "agreement": False, "notes": True, "id": False,
+    "score": True,
 }  # fmt: skip
 
 
@@ -50,12 +53,23 @@ def order_rows(
         "entropy": rows.entropy,
         "max": rows.max_value,
         "agreement": rows.agreement if rows.agreement is not None else np.full(len(rows), np.nan),
+        "notes": annotated(rows),
         "id": rows.feature.astype(np.float64),
         "score": scores if scores is not None else np.zeros(len(rows)),
     }[key][index]
     primary = -column if descending else column
     primary = np.where(np.isnan(primary), np.inf, primary)
     return index[np.lexsort((rows.feature[index], primary))]
+
+
+def annotated(rows: FeatureRows) -> np.ndarray:
+    """1 for a feature with a note, 0.5 with only an explanation, NaN for neither (the notes sort key)."""
+    value = np.full(len(rows), np.nan)
+    if rows.explanation is not None:
+        value[rows.explanation.astype(bool)] = 0.5
+    if rows.note is not None:
+        value[rows.note.astype(bool)] = 1.0
+    return value
 
 
 class FeatureTable(ScrollView, can_focus=True):
@@ -194,29 +208,41 @@ class FeatureTable(ScrollView, can_focus=True):
         if self.scores is not None:
             fixed.append(("match", 6, "right"))
         rest = max(8, width - sum(w + 1 for _, w, _ in fixed) - 1)
+        notes = self.rows is not None and self.rows.has_notes
+        if notes:
+            note = rest // 2
+            rest -= note + 1
+        labels: list[tuple[str, int, str]] = [("top label", rest, "left")]
         if width >= 110:
             lens = rest // 3
-            return [*fixed, ("top label", rest - lens - 1, "left"), ("logit lens", lens, "left")]
-        return [*fixed, ("top label", rest, "left")]
+            labels = [("top label", rest - lens - 1, "left"), ("logit lens", lens, "left")]
+        return [*fixed, *labels, *([(NOTE_TITLE, note, "left")] if notes else [])]
 
-    def _cells(self, row: int) -> list[str]:
-        """The text of each column for a row index into rows."""
+    def _cells(self, row: int, columns: list[tuple[str, int, str]]) -> list[str]:
+        """The text of each shown column for a row index into rows."""
         assert self.rows is not None
         r = self.rows
-        cells = [
-            str(int(r.feature[row])),
-            percent(float(r.frequency[row])),
-            percent(float(r.image_frequency[row])),
-            number(float(r.max_value[row])),
-            "–" if np.isnan(r.entropy[row]) else f"{r.entropy[row]:.2f}",
-        ]
-        if r.has_effects:
-            cells.append("–" if np.isnan(r.agreement[row]) else f"{r.agreement[row]:.0%}")
-        if self.scores is not None:
-            cells.append(f"{self.scores[row]:.3f}")
-        cells.append(r.label(r.top_label, row))
-        cells.append(r.label(r.lens_label, row))
-        return cells
+
+        def note() -> str:
+            """The note, else the explanation marked with ≈."""
+            if r.note is not None and r.note[row]:
+                return str(r.note[row])
+            explained = str(r.explanation[row]) if r.explanation is not None else ""
+            return f"≈ {explained}" if explained else ""
+
+        text = {
+            "feature": lambda: str(int(r.feature[row])),
+            "freq": lambda: percent(float(r.frequency[row])),
+            "images": lambda: percent(float(r.image_frequency[row])),
+            "max": lambda: number(float(r.max_value[row])),
+            "H/Hmax": lambda: "–" if np.isnan(r.entropy[row]) else f"{r.entropy[row]:.2f}",
+            "lens~c": lambda: "–" if np.isnan(r.agreement[row]) else f"{r.agreement[row]:.0%}",
+            "match": lambda: f"{self.scores[row]:.3f}" if self.scores is not None else "",
+            "top label": lambda: r.label(r.top_label, row),
+            "logit lens": lambda: r.label(r.lens_label, row),
+            NOTE_TITLE: note,
+        }
+        return [text[title]() for title, _, _ in columns]
 
     @staticmethod
     def _fit(text: str, width: int, align: str) -> str:
@@ -238,7 +264,7 @@ class FeatureTable(ScrollView, can_focus=True):
         if self.rows is None or not 0 <= position < len(self.order):
             return Strip.blank(width, base)
         row = int(self.order[position])
-        cells = self._cells(row)
+        cells = self._cells(row, columns)
         if position == self.cursor:
             style = base + self.get_component_rich_style("feature-table--cursor")
             line = " " + " ".join(self._fit(c, w, a) for c, (_, w, a) in zip(cells, columns, strict=False))
@@ -252,7 +278,7 @@ class FeatureTable(ScrollView, can_focus=True):
             style = numbers
             if title == "top label" and not self.rows.dead[row]:
                 style = base + self.get_component_rich_style("feature-table--label")
-            elif title == "logit lens":
+            elif title in ("logit lens", NOTE_TITLE):
                 style = base + self.get_component_rich_style("feature-table--lens")
             segments.append(Segment(self._fit(cell, w, a), style))
         return Strip(segments).adjust_cell_length(width, base)

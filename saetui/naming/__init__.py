@@ -1,0 +1,1 @@
+"""Naming features: notes, automatic explanations through a vision-language model, scores and exports."""
