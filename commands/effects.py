@@ -7,6 +7,7 @@ import sys
 import typer
 
 from saetui.commands.options import CacheDir, Database, Device, Features, feature_list
+from saetui.progress import step_line
 
 HELP = """Compute every alive feature's causal effect: ablate it on each of its top images (the tokens where it is
 kept and active: x' = x - v dec, the SAE's error kept), run the rest of CLIP from the hook (later blocks, ln_post,
@@ -24,13 +25,6 @@ Examples:
 
   saetui effects --features 12,345,6789 --top-images 32
 """
-
-
-def _progress(done: int, total: int) -> None:
-    """One stderr line per image batch, overwritten in place on a terminal."""
-    end = "\n" if done == total or not sys.stderr.isatty() else ""
-    sys.stderr.write(f"\reffects: images {done}/{total}{end}")
-    sys.stderr.flush()
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +47,14 @@ def register(app: typer.Typer) -> None:
 
         with open_for_writing(db or default_db()) as con:
             ctx = open_context(con, cache, device)
-            summary = compute_effects(con, ctx, top_images, feature_list(features), batch_images, _progress)
+            summary = compute_effects(
+                con,
+                ctx,
+                top_images,
+                feature_list(features),
+                batch_images,
+                lambda done, total: step_line("effects: images", done, total),
+            )
         sys.stderr.write(
             f"saetui: causal effects of {summary.features} features over {summary.images} images "
             f"({summary.branches} ablations) in {summary.seconds:.1f} s "

@@ -68,3 +68,34 @@ def feature_list(text: str | None) -> list[int] | None:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"--features {text!r} is not a list of feature ids", "e.g. --features 12,345") from None
+
+
+EndpointUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        envvar="SAETUI_ENDPOINT",
+        help="Base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1 [env: SAETUI_ENDPOINT]. "
+        "Nothing is sent anywhere without it.",
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+ModelName = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        envvar="SAETUI_MODEL",
+        help="Model name the server knows [env: SAETUI_MODEL].",
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+Retries = Annotated[int, typer.Option("--retries", min=0, help="Retries of a rate-limited or failed request.")]
+Timeout = Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for one answer.")]
+RequestRate = Annotated[
+    float | None,
+    typer.Option(
+        "--rate", min=0.01, help="At most this many requests per second (default: no limit).", show_default=False
+    ),
+]

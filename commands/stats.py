@@ -7,6 +7,7 @@ import sys
 import typer
 
 from saetui.commands.options import CacheDir, Database, Device
+from saetui.progress import step_line
 from saetui.stats.options import StatsOptions
 
 DEFAULTS = StatsOptions()  # the one source of every default: `saetui index` computes with these too
@@ -31,13 +32,6 @@ Examples:
 
   saetui stats --image-tokens cls --lens-direction decoder+pre_b --no-lens-ln --force
 """
-
-
-def _progress(stage: str, done: int, total: int) -> None:
-    """One stderr line per step, overwritten in place on a terminal."""
-    end = "\n" if done == total or not sys.stderr.isatty() else ""
-    sys.stderr.write(f"\rstats: {stage} {done}/{total}{end}")
-    sys.stderr.flush()
 
 
 def register(app: typer.Typer) -> None:
@@ -93,7 +87,14 @@ def register(app: typer.Typer) -> None:
             coactivation_sample=coactivation_sample,
         )
         path = db or default_db()
-        summary = compute_stats(path, options, cache=cache, force=force, device=device, progress=_progress)
+        summary = compute_stats(
+            path,
+            options,
+            cache=cache,
+            force=force,
+            device=device,
+            progress=lambda stage, done, total: step_line(f"stats: {stage}", done, total),
+        )
         if not summary.computed:
             sys.stderr.write("saetui: statistics are up to date (use --force to recompute)\n")
         rows = [

@@ -1,4 +1,4 @@
-"""A small stderr progress line (images/s, ETA) that redraws in place on a terminal and logs sparsely otherwise."""
+"""Stderr progress lines: a rate-and-ETA line redrawn in place on a terminal (sparse otherwise), and step counts."""
 
 from __future__ import annotations
 
@@ -18,10 +18,18 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Counts done items against a total and reports rate and ETA on stderr."""
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = None, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        stream: TextIO | None = None,
+        interval: float | None = None,
+        unit: str = "img",
+    ) -> None:
         """Start counting; on a non-terminal stream report at most every `interval` seconds (default 10)."""
         self.total = total
         self.label = label
+        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.live = self.stream.isatty()
         self.interval = interval if interval is not None else (0.2 if self.live else 10.0)
@@ -47,7 +55,7 @@ class Progress:
         pct = 100.0 * self.done / self.total if self.total else 100.0
         tail = f" {self.extra}" if self.extra else ""
         return (
-            f"{self.label}: {self.done}/{self.total} ({pct:.0f}%) {rate:.1f} img/s "
+            f"{self.label}: {self.done}/{self.total} ({pct:.0f}%) {rate:.1f} {self.unit}/s "
             f"elapsed {_clock(elapsed)} eta {_clock(eta)}{tail}"
         )
 
@@ -64,3 +72,11 @@ class Progress:
         if self.live and self.done:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def step_line(label: str, done: int, total: int, stream: TextIO | None = None) -> None:
+    """'label done/total' on stderr, overwritten in place on a terminal, one line per step otherwise."""
+    stream = stream if stream is not None else sys.stderr
+    end = "\n" if done == total or not stream.isatty() else ""
+    stream.write(f"\r{label} {done}/{total}{end}")
+    stream.flush()

@@ -9,6 +9,7 @@ features table. One image's rows come from `activations` (image-ordered). Nothin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -277,3 +278,29 @@ def patch_maps(
         if 0 <= token < n_tokens:
             maps[int(image_id)][token] = value
     return maps
+
+
+def image_bytes(con: duckdb.DuckDBPyConnection, image_ids: list[int], originals: bool = False) -> dict[int, bytes]:
+    """Encoded pixels of several images: the stored thumbnail, else the original file while it is readable.
+
+    originals=True prefers the original file (full resolution) and falls back to the thumbnail.
+    """
+    if not image_ids:
+        return {}
+    rows = con.execute(
+        "SELECT image_id, thumbnail, path FROM images WHERE image_id IN (SELECT unnest(?::INTEGER[]))",
+        [[int(i) for i in image_ids]],
+    ).fetchall()
+    found: dict[int, bytes] = {}
+    for image_id, thumbnail, path in rows:
+        stored = bytes(thumbnail) if thumbnail is not None else None
+        original = None
+        if (originals or stored is None) and path:
+            try:
+                original = Path(path).read_bytes()
+            except OSError:
+                original = None
+        data = (original or stored) if originals else (stored or original)
+        if data is not None:
+            found[int(image_id)] = data
+    return found

@@ -546,23 +546,10 @@ class BrowseData:
 
     def thumbnails(self, image_ids: list[int]) -> dict[int, bytes]:
         """Image bytes for several images: the stored thumbnail, else the original file if it is readable."""
-        if not image_ids:
-            return {}
+        from saetui.stats import queries
+
         with self.cursor() as cur:
-            rows = cur.execute(
-                "SELECT image_id, thumbnail, path FROM images WHERE image_id IN (SELECT unnest(?::INTEGER[]))",
-                [image_ids],
-            ).fetchall()
-        found: dict[int, bytes] = {}
-        for image_id, thumbnail, path in rows:
-            if thumbnail is not None:
-                found[int(image_id)] = bytes(thumbnail)
-            elif path and Path(path).is_file():
-                try:
-                    found[int(image_id)] = Path(path).read_bytes()
-                except OSError:
-                    continue
-        return found
+            return queries.image_bytes(cur, image_ids)
 
     def patch_values(self, image_id: int, feature: int) -> np.ndarray:
         """The feature's value on each of the image's tokens (0 where not kept or not active; grid: self.grid)."""
