@@ -44,7 +44,7 @@ def _root(
 # Each module defines register(app) and keeps torch, open_clip and textual out of its import time.
 COMMAND_MODULES: tuple[str, ...] = (
     "fetch", "index", "stats", "show", "browse", "query", "demo", "eval", "compare", "effects", "steer", "note",
-    "explain",
+    "explain", "score", "export",
 )  # fmt: skip
 
 for _name in COMMAND_MODULES:

@@ -13,7 +13,11 @@ Example::
         db.lens(f)                     # rank, label, score, prob
         db.sql("SELECT label, count(*) AS n FROM images GROUP BY label ORDER BY n DESC")
 
-The connection is read-only: the API never changes the database. Nothing here imports torch except `search`.
+        db.set_note(f, "stripes, any colour", ["interesting"])   # notes go to the side file
+        db.notes(); db.explanations(); db.scores("monosemanticity")
+
+The connection is read-only: the API never changes the database (notes are written to its side file, see
+saetui.store.annotations). Nothing here imports torch except `search`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import polars as pl
 from saetui.errors import DataError
 from saetui.paths import default_db
 from saetui.stats import queries
+from saetui.store import annotations
+from saetui.store.annotations import Annotations
 from saetui.store.connection import connect
 
 __all__ = ["Database", "open", "search_text"]
@@ -158,6 +164,38 @@ class Database:
         """Per-image reconstruction: image_id, n_tokens, sse, mean_sse, explained_variance, nmse."""
         queries.require(self.con, "image_errors")
         return self.con.sql("SELECT * FROM image_errors ORDER BY image_id").pl()
+
+    # ---- annotations: the side file beside the database (the one thing the API writes) ------------------------
+
+    def notes(self) -> pl.DataFrame:
+        """Every feature note: feature, text, tags, author, updated_at (read fresh from the side file)."""
+        annotations.load_into(self.con, self.path)
+        return self.con.sql("SELECT * FROM notes ORDER BY feature").pl()
+
+    def note(self, feature: int) -> dict[str, Any] | None:
+        """One feature's note (text, tags, author, updated_at), None when it has none."""
+        note = Annotations(self.path).note(feature)
+        return None if note is None else {"text": note.text, "tags": list(note.tags), "author": note.author,
+                                          "updated_at": note.updated_at}  # fmt: skip
+
+    def set_note(self, feature: int, text: str, tags: list[str] | None = None) -> None:
+        """Write a feature's note in the side file (empty text and no tags delete it); the database is untouched."""
+        width = int(self.run().get("n_features") or 0)
+        if not 0 <= feature < width:
+            raise DataError(f"feature {feature} does not exist", f"the SAE has features 0 to {width - 1}")
+        Annotations(self.path).set_note(feature, text, tags or [])
+
+    def explanations(self) -> pl.DataFrame:
+        """Every stored explanation: feature, explanation, model, prompt_version, endpoint, image_ids, tokens, time."""
+        annotations.load_into(self.con, self.path)
+        return self.con.sql("SELECT * FROM explanations ORDER BY feature, created_at").pl()
+
+    def scores(self, score: str | None = None) -> pl.DataFrame:
+        """Stored feature scores (monosemanticity, clip_auroc): feature, score, value, n, detail, computed_at."""
+        annotations.load_into(self.con, self.path)
+        where = "WHERE score = $score" if score is not None else ""
+        params = {"score": score} if score is not None else None
+        return self.con.sql(f"SELECT * FROM feature_scores {where} ORDER BY score, feature", params=params).pl()
 
     def search(self, text: str, n: int = 20) -> pl.DataFrame:
         """Features matching free text (CLIP text embedding vs lens embedding; loads torch): feature, score, ..."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from saetui.api import Database
 from saetui.errors import DataError, NotFoundError
+from saetui.store.annotations import Annotations
 
 LENS_NOTE = "the lens skips every block after the hooked layer; read it as a hint, not a label"
 
@@ -59,6 +60,10 @@ def feature_card(
         "supports": classes.filter(classes["role"] == "supports").head(n_related).to_dicts() if effect else [],
         "suppresses": classes.filter(classes["role"] == "suppresses").head(n_related).to_dicts() if effect else [],
     }
+    side = Annotations(db.path)
+    card["note"] = db.note(feature)
+    card["explanation"] = side.latest_explanations().get(feature)
+    card["scores"] = side.feature_scores(feature)
     try:
         card["neighbours"] = db.neighbours(feature, n_related).to_dicts()
         card["neighbours_note"] = None
@@ -90,6 +95,15 @@ def render_card(card: dict[str, Any]) -> str:
         lines.append(f"  approximate codes: {run['approximate']}")
     if s.get("dead"):
         lines.append("  dead: never active (value > 0) on any stored token")
+    note = card.get("note")
+    if note:
+        tags = " ".join(f"#{t}" for t in note["tags"])
+        lines.append(f"  note             {tags} {note['text']}".rstrip())
+    explanation = card.get("explanation")
+    if explanation:
+        lines.append(f"  explanation      {explanation['explanation']}  ({explanation['model']})")
+    for name, value in (card.get("scores") or {}).items():
+        lines.append(f"  {name:<16} {_num(value, 3)}")
     lines += [
         f"  frequency        {_num(s.get('frequency'))}  ({_num(s.get('n_tokens'))} active tokens)",
         f"  image frequency  {_num(s.get('image_frequency'))}  ({_num(s.get('n_images'))} images)",

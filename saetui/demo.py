@@ -324,10 +324,9 @@ def build_demo(
     count = draw_images(images, per_class)
     _say(log, f"drew {count} labelled images into {images}")
     remove_database(db)
-    index_images(FolderSource(str(images)), fetched, db, IndexOptions(batch_size=16, device="cpu"), log=log)
+    options = IndexOptions(batch_size=16, device="cpu", embeddings=True)  # embeddings: steer and score use them
+    index_images(FolderSource(str(images)), fetched, db, options, log=log)
     _say(log, "computing statistics")
-    options = StatsOptions(top_images=100, entropy_top=100)
-    compute_stats(
-        db, options, cache=cache, sae_files=SaeFiles(fetched.checkpoint_path, fetched.model_dir), progress=None
-    )
+    stats = StatsOptions(top_images=100, entropy_top=100)
+    compute_stats(db, stats, cache=cache, sae_files=SaeFiles(fetched.checkpoint_path, fetched.model_dir), progress=None)
     return DemoWorkspace(root, db, images, cache, fetched, built=True)

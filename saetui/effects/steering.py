@@ -12,6 +12,7 @@ from saetui.effects.attribution import Attribution, attribute
 from saetui.effects.context import EffectContext, open_context
 from saetui.effects.interventions import HookState, hook_state, steer
 from saetui.errors import NotFoundError, UsageError
+from saetui.stats import queries
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,15 @@ def nearest_images(
     con: duckdb.DuckDBPyConnection, embedding: torch.Tensor, n: int = 5
 ) -> list[tuple[int, str | None, float]]:
     """The indexed images whose stored final embedding (index --embeddings) is nearest by cosine; [] without."""
-    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if "image_embeddings" not in tables:
+    try:
+        image_ids, matrix = queries.image_embeddings(con)
+    except NotFoundError:
         return []
-    rows = con.execute("SELECT image_id, embedding FROM image_embeddings ORDER BY image_id").fetchall()
-    if not rows:
+    if len(image_ids) == 0:
         return []
-    stored = torch.tensor([r[1] for r in rows], dtype=torch.float32)
-    cos = stored @ torch.nn.functional.normalize(embedding.float().cpu(), dim=0)
-    best = torch.topk(cos, min(n, len(rows)))
-    ids = [int(rows[int(i)][0]) for i in best.indices]
+    cos = torch.from_numpy(matrix) @ torch.nn.functional.normalize(embedding.float().cpu(), dim=0)
+    best = torch.topk(cos, min(n, len(image_ids)))
+    ids = [int(image_ids[int(i)]) for i in best.indices]
     labels = dict(con.execute("SELECT image_id, label FROM images WHERE image_id IN (SELECT unnest(?::INTEGER[]))",
                               [ids]).fetchall())  # fmt: skip
     return [(i, labels.get(i), float(c)) for i, c in zip(ids, best.values, strict=True)]

@@ -304,3 +304,31 @@ def image_bytes(con: duckdb.DuckDBPyConnection, image_ids: list[int], originals:
         if data is not None:
             found[int(image_id)] = data
     return found
+
+
+def image_embeddings(
+    con: duckdb.DuckDBPyConnection, image_ids: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, unit-norm float32 embeddings [n, d]) stored by `index --embeddings`, of the given images or all.
+
+    Images without a stored embedding are left out; a database indexed without --embeddings is a NotFoundError.
+    """
+    if not has_table(con, "image_embeddings"):
+        raise NotFoundError(
+            "the database has no image embeddings", "index with --embeddings (the model's final image embedding)"
+        )
+    if image_ids is None:
+        table = con.sql("SELECT image_id, embedding FROM image_embeddings ORDER BY image_id").to_arrow_table()
+    else:
+        table = con.execute(
+            "SELECT image_id, embedding FROM image_embeddings WHERE image_id IN (SELECT unnest(?::INTEGER[])) "
+            "ORDER BY image_id",
+            [[int(i) for i in image_ids]],
+        ).to_arrow_table()
+    ids = table.column("image_id").to_numpy().astype(np.int64)
+    if len(ids) == 0:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    column = table.column("embedding").combine_chunks()
+    matrix = column.flatten().to_numpy().astype(np.float32).reshape(len(ids), -1)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return ids, matrix / np.where(norms > 0, norms, 1.0)

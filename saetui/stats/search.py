@@ -41,7 +41,7 @@ def embed_text(model_dir: Path, text: str, device: object = "cpu") -> np.ndarray
         return to_host(torch.nn.functional.normalize(emb.float(), dim=-1)[0])
 
 
-def _model_dir(con: duckdb.DuckDBPyConnection, cache: str | Path | None) -> Path:
+def text_model_dir(con: duckdb.DuckDBPyConnection, cache: str | Path | None) -> Path:
     """The model folder stats used (recorded in stats_info), else the run's model in the hub cache."""
     recorded = stats_info(con).get("model_dir")
     if recorded and Path(recorded).is_dir():
@@ -59,6 +59,6 @@ def search_text(
     if not text.strip():
         raise UsageError("empty search text", "type a few words, e.g. 'a red bus'")
     rows = load_rows(stats_info(con).get("lens_embeddings"), "lens embeddings")
-    query = embed_text(_model_dir(con, cache), text, device)
+    query = embed_text(text_model_dir(con, cache), text, device)
     index, score = nearest(rows, query, n)
     return [(int(f), float(s)) for f, s in zip(index, score, strict=True)]
