@@ -19,6 +19,8 @@ FORBIDDEN = {
     "saetui/families": ("saetui.ingest", "saetui.store", "saetui.stats", "saetui.tui", "saetui.api", "saetui.evaluate"),
     "saetui/ingest": ("saetui.stats", "saetui.tui", "saetui.api", "saetui.card", "saetui.evaluate"),
     "saetui/effects": ("saetui.tui", "saetui.api", "saetui.card", "saetui.evaluate"),
+    # Naming sits on the API and the store (notes, explanations, scores, exports) and never on the browser.
+    "saetui/naming": ("saetui.tui", "saetui.effects", "saetui.evaluate", "saetui.ingest"),
 }
 
 

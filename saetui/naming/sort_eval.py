@@ -115,7 +115,7 @@ def draw_trials(con: duckdb.DuckDBPyConnection, features: Sequence[int], n_trial
 def parse_choice(text: str) -> str | None:
     """'1' or '2' from an answer (the first such digit standing alone), None when there is none."""
     text = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL | re.IGNORECASE)
-    match = re.search(r"(?<![\d.])([12])(?![\d.])", text)
+    match = re.search(r"(?<![\d.])([12])(?!\d|\.\d)", text)
     return match.group(1) if match else None
 
 
