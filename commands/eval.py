@@ -87,8 +87,8 @@ def register(app: typer.Typer) -> None:
         cache: CacheDir = None,
     ) -> None:
         """Evaluate an SAE."""
+        from saetui.defaults import default_workers
         from saetui.evaluate.runner import EvalOptions
-        from saetui.ingest.indexer import default_workers
 
         options = EvalOptions(
             batch_size=batch_size,

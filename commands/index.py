@@ -163,8 +163,9 @@ def register(app: typer.Typer) -> None:
         from saetui.store.connection import refuse_folder
 
         path = refuse_folder(db or default_db())
+        from saetui.defaults import default_workers
         from saetui.hub import fetch, resolve_spec
-        from saetui.ingest.indexer import IndexInterrupted, IndexOptions, default_workers, index_images
+        from saetui.ingest.indexer import IndexInterrupted, IndexOptions, index_images
         from saetui.ingest.sources import open_source
         from saetui.models.trunk import resolve_precision
 

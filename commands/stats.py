@@ -70,6 +70,13 @@ def register(app: typer.Typer) -> None:
             help="Active tokens per feature sampled for the coactivation lists.",
         ),
         device: Device = "auto",
+        threads: int | None = typer.Option(
+            None,
+            "--threads",
+            min=1,
+            help="Threads scanning the codes, each a range of images (default: CPU cores, at most 8).",
+            show_default=False,
+        ),
     ) -> None:
         """Compute the derived tables."""
         from saetui.paths import default_db
@@ -94,6 +101,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             device=device,
             progress=lambda stage, done, total: step_line(f"stats: {stage}", done, total),
+            threads=threads,
         )
         if not summary.computed:
             sys.stderr.write("saetui: statistics are up to date (use --force to recompute)\n")

@@ -172,7 +172,8 @@ def test_effects_and_steer_commands(demo, tmp_path: Path) -> None:
     steer = subprocess.run([saetui, "steer", "0", "--feature", str(_busiest_feature(db)), "--scale", "8", "--db",
                             str(db)], env=env, capture_output=True, text=True, check=False)  # fmt: skip
     assert steer.returncode == 0, steer.stderr
-    assert "before" in steer.stdout and len(steer.stdout.splitlines()) == 7
+    assert "before" in steer.stdout and len(steer.stdout.splitlines()) == 8
+    assert "the steered image is nearest to (index --embeddings): #" in steer.stdout  # the demo stores embeddings
     attributed = subprocess.run([saetui, "steer", "0", "--attribute", "--db", str(db)], env=env,
                                 capture_output=True, text=True, check=False)  # fmt: skip
     assert attributed.returncode == 0 and "agreement with exact ablation" in attributed.stdout, attributed.stderr

@@ -21,14 +21,14 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from saetui.defaults import BATCH_SIZE
+from saetui.defaults import BATCH_SIZE, default_workers
 from saetui.errors import DataError, UsageError
 from saetui.evaluate.alignment import Alignment, neuron_alignment
 from saetui.evaluate.downstream import LABEL_SETS, Downstream, DownstreamResult, resolve_label_set
 from saetui.evaluate.reconstruction import MODES, ReconstructionResult, ReconstructionTotals, readme_figures
 from saetui.evaluate.splice import SaeSplice, hooked_block
 from saetui.hub import FetchedSae
-from saetui.ingest.indexer import default_workers, preprocessing_warning, reason_kind
+from saetui.ingest.indexer import preprocessing_warning, reason_kind
 from saetui.ingest.pipeline import batched, prepare, prepared_in_order
 from saetui.ingest.sources import ImageSource
 from saetui.progress import Progress

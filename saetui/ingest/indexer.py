@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import torch
 
-from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES
+from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES, default_workers
 from saetui.device import to_device, to_host
 from saetui.errors import DataError
 from saetui.families.normalisers import Normaliser
@@ -60,11 +60,6 @@ from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter, SkippedI
 
 WRITE_QUEUE_BATCHES = 2  # finished batches waiting for the writer thread
 SCALING_IMAGES = 2675  # saev estimated its input scaling from 2^19 activations: about 2,675 images of 196 patches
-
-
-def default_workers() -> int:
-    """Decode threads by default: one per CPU core, at most 8."""
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)

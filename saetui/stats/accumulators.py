@@ -9,6 +9,9 @@ float32 sort like the value), which gives every group's max, active-token count 
 - TopImages keeps candidate top images per feature: a chunk's group enters only when its image-level activation
   reaches the feature's threshold (its M-th best value so far); when the candidates double they are cut back to
   the best M per feature (value descending, image id ascending) and the thresholds rise. The final cut is exact.
+
+Both merge: accumulators of consecutive image ranges, filled by different threads, merged in image order give
+exactly what one pass over all the images gives.
 """
 
 from __future__ import annotations
@@ -79,6 +82,13 @@ class FeatureTotals:
         self.n_images += np.bincount(f, minlength=n)
         np.maximum.at(self.max, f, groups["max"])
 
+    def merge(self, other: FeatureTotals) -> None:
+        """Add the totals of other chunks."""
+        self.n_tokens += other.n_tokens
+        self.sum += other.sum
+        self.n_images += other.n_images
+        np.maximum(self.max, other.max, out=self.max)
+
 
 class TopImages:
     """The exact top-M images per feature by image-level activation (ties: smaller image id first)."""
@@ -101,6 +111,10 @@ class TopImages:
         self.value = np.concatenate([self.value, value[keep]])
         if len(self.value) >= max(2 * self._kept, 1 << 20):
             self._prune()
+
+    def merge(self, other: TopImages) -> None:
+        """Take the candidates of later images (other saw only image ids above every id seen here)."""
+        self.add(other.feature, other.image, other.value)
 
     def _prune(self) -> None:
         """Cut to the best M per feature and raise the thresholds of the features that have M."""

@@ -15,6 +15,8 @@ feature count is the estimate P(g|f) x n_f, with a standard error of at most 0.5
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import duckdb
 import numpy as np
 
@@ -61,8 +63,17 @@ class CoactivationSampler:
         self._active.append(active[kept])
         self._tokens += int(kept.sum())
 
-    def top_partners(self, top: int) -> dict[str, np.ndarray]:
-        """Per feature the `top` partners by count and the `top` by Jaccard (union), as column arrays."""
+    def merge(self, other: CoactivationSampler) -> None:
+        """Append the sampled tokens of the next image range (filled by another thread, same totals)."""
+        self._entry_feature += other._entry_feature
+        self._entry_token += [tokens + self._tokens for tokens in other._entry_token]
+        self._features += other._features
+        self._active += other._active
+        self._tokens += other._tokens
+
+    def top_partners(self, top: int, threads: int = 1) -> dict[str, np.ndarray]:
+        """Per feature the `top` partners by count and the `top` by Jaccard (union), as column arrays; the feature
+        blocks are ranked by `threads` threads (each holds one block's keys) and concatenated in feature order."""
         names = ("feature", "other", "count", "p_given", "jaccard", "rank_count", "rank_jaccard", "exact", "sample")
         if not self._entry_feature:
             return {name: np.zeros(0) for name in names}
@@ -74,10 +85,12 @@ class CoactivationSampler:
         order = np.argsort(entry_feature, kind="stable")
         entry_feature, entry_token = entry_feature[order], entry_token[order]
         width = features.shape[1]
-        parts = [
-            self._block(entry_feature[a:b], entry_token[a:b], features, active, top)
-            for a, b in _blocks(entry_feature, width, self.n_features)
-        ]
+        blocks = _blocks(entry_feature, width, self.n_features)
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(blocks)))) as pool:
+            parts = list(
+                pool.map(lambda ab: self._block(entry_feature[ab[0] : ab[1]], entry_token[ab[0] : ab[1]], features,
+                                                active, top), blocks)
+            )  # fmt: skip
         if not parts:  # no feature was ever active
             return {name: np.zeros(0) for name in names}
         return {name: np.concatenate([part[name] for part in parts]) for name in names}

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 from saetui import __version__
+from saetui.defaults import default_workers
 from saetui.errors import NotFoundError
 from saetui.paths import cache_dir
 from saetui.stats.model_steps import model_steps
@@ -110,10 +111,12 @@ def compute_stats(
     force: bool = False,
     device: str = "cpu",
     progress: Progress | None = stderr_progress,
+    threads: int | None = None,
 ) -> StatsSummary:
     """(Re)compute every derived table of the database at db_path; a no-op when nothing changed.
 
-    sae_files overrides where the checkpoint and model come from (default: the run's files in the hub cache).
+    sae_files overrides where the checkpoint and model come from (default: the run's files in the hub cache);
+    threads splits the scans over the codes by image range (default: CPU cores, at most 8; same result).
     """
     options = options or StatsOptions()
     started = time.perf_counter()
@@ -137,7 +140,7 @@ def compute_stats(
                 False, n_images, n_tokens, run.n_features, alive, 0.0, info[0] is not None, bool(info[1])
             )
         chunks = image_chunks(con, options.chunk_images)
-        scan_codes(con, chunks, run.n_features, options, progress)
+        scan_codes(con, chunks, run.n_features, options, progress, threads or default_workers())
         variance, _ = token_variance(con)
         position_errors(con, token_grid(con), variance)
         image_errors(con, variance)

@@ -32,6 +32,10 @@ class LogHistogram:
         np.clip(b, 0, self.n_bins - 1, out=b)
         self.counts += np.bincount(feature.astype(np.int64) * self.n_bins + b, minlength=len(self.counts))
 
+    def merge(self, other: LogHistogram) -> None:
+        """Add the counts of other chunks."""
+        self.counts += other.counts
+
     def rows(self) -> dict[str, np.ndarray]:
         """The non-empty bins as columns feature, bin, lo, hi, count (bin numbered from 2^0 = bin 0)."""
         flat = np.flatnonzero(self.counts)
