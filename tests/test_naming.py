@@ -377,3 +377,32 @@ def test_notes_explain_score_and_export_import_no_heavy_library(db: Path, tmp_pa
     codes, heavy = json.loads(done.stdout.strip().splitlines()[-1])
     assert codes == [0, 0, 0, 0, 0], done.stderr
     assert heavy == []
+
+
+async def test_a_note_typed_in_the_browser_reaches_query_survives_stats_and_is_exported(
+    db: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The acceptance path: e, type, ctrl+s in `saetui browse`; then `saetui query`, `stats --force`, `export`."""
+    from harness.tui import browser, settle
+    from saetui.tui.navigation import Location
+    from saetui.tui.screens.note_editor import NoteEditor
+
+    app = browser(db, Location("feature", 7))
+    async with app.run_test(size=(130, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, NoteEditor)
+        await pilot.press(*"purple crosses, any size", "tab", *"interesting")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+    app.data.close()  # the browser's read-only connection, as `saetui browse` closes it on exit
+    query = ["query", "select feature, text, tags from notes", "--format", "json", "--db", str(db)]
+    assert json.loads(saetui(*query, env=env).stdout) == [
+        {"feature": 7, "text": "purple crosses, any size", "tags": ["interesting"]}
+    ]
+    assert saetui("stats", "--force", "--db", str(db), env=env).returncode == 0
+    assert json.loads(saetui(*query, env=env).stdout)[0]["text"] == "purple crosses, any size"
+    out = tmp_path / "notes.html"
+    assert saetui("export", "-o", str(out), "--db", str(db), env=env).returncode == 0
+    assert "purple crosses, any size" in out.read_text(encoding="utf-8")
