@@ -19,7 +19,7 @@ from harness.families import PACH_MODEL, PRISMA_MODEL, SAEV_MODEL, model_config,
 from harness.sample import SAMPLE
 from harness.tiny import write_files
 from saetui.models.preprocess import load_preprocessing, preprocess_image
-from saetui.models.trunk import VisionTrunk, load_clip
+from saetui.models.trunk import VisionTrunk, config_grid, load_clip
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,7 @@ def test_token_grids_of_b16_and_l14_336(tmp_path: Path, repo: str, tokens: int, 
     pixels = _pixels(model_dir, 1)
     assert pixels.shape[-1] == model_config(repo)["model_cfg"]["vision_cfg"]["image_size"]
     assert trunk(pixels).shape == (1, tokens, 32) and trunk.grid == grid
+    assert config_grid(model_dir) == grid  # what the Ray driver records without loading the weights
 
 
 @pytest.mark.parametrize("repo", [PRISMA_MODEL, PACH_MODEL])

@@ -54,7 +54,7 @@ from saetui.models.preprocess import (
     load_preprocessing,
     open_clip_normalisation,
 )
-from saetui.models.trunk import VisionTrunk, resolve_precision
+from saetui.models.trunk import VisionTrunk, config_grid, resolve_precision
 from saetui.progress import Progress
 from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter, SkippedItem
 
@@ -399,18 +399,23 @@ def index_images(
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision)
     key = source_key(source)
-    trunk = VisionTrunk.from_dir(
-        fetched.model_dir, spec.layer, device, options.precision, site=spec.hook, full=options.embeddings
-    )
-    scaling = None
+    scaling = None if not weights.needs_scaling or options.overwrite else _earlier_scaling(db)
+    trunk = None  # with --engine ray only the actors run the model (the driver needs it for saev's estimate only)
+    if options.engine != "ray" or (weights.needs_scaling and scaling is None):
+        trunk = VisionTrunk.from_dir(
+            fetched.model_dir, spec.layer, device, options.precision, site=spec.hook, full=options.embeddings
+        )
     if weights.needs_scaling:
-        scaling = None if options.overwrite else _earlier_scaling(db)
         if scaling is None:
+            assert trunk is not None
             _say(log, f"estimating {spec.name}'s input scaling (x - mu) / s from up to {options.scaling_images} images")
             scaling = estimate_scaling(source, prep, trunk, tokens, options)
         _say(log, f"warning: {APPROXIMATE_SCALING} (s = {scaling.scale:.6g}); runs.approximate says so")
     sae = weights.sparse(device=device, dtype=dtype, keep_top=options.keep_top, normaliser=scaling)
-    settings = run_settings(fetched, weights, sae, trunk.grid, prep, options, tokens, str(device), scaling)
+    grid = trunk.grid if trunk is not None else config_grid(fetched.model_dir)
+    settings = run_settings(fetched, weights, sae, grid, prep, options, tokens, str(device), scaling)
+    if options.engine == "ray":
+        trunk = None  # free the estimate's model before the actors load theirs
     del weights
     writer = IndexWriter.open(
         db,
@@ -437,6 +442,7 @@ def index_images(
         if options.engine == "ray":
             _run_ray(list(pending_items(source, plan)), fetched, options, tokens, scaling, prep, writer, summary, log)
         else:
+            assert trunk is not None
             _run(
                 pending_items(source, plan),
                 options,

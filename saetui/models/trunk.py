@@ -50,6 +50,15 @@ def hook_width(model_dir: Path, site: str = "resid_post") -> int:
     return int(config["vision_cfg"].get("width", 768))
 
 
+def config_grid(model_dir: Path) -> tuple[int, int]:
+    """The patch grid (rows, cols) of a model from open_clip_config.json: image size // patch size per side."""
+    vision = read_model_config(model_dir)["vision_cfg"]
+    size, patch = vision.get("image_size", 224), vision.get("patch_size", 16)
+    rows, cols = (size, size) if isinstance(size, int) else size
+    patch_rows, patch_cols = (patch, patch) if isinstance(patch, int) else patch
+    return int(rows) // int(patch_rows), int(cols) // int(patch_cols)
+
+
 def _weights_path(model_dir: Path) -> Path:
     """The model folder's open_clip weight file (safetensors preferred)."""
     for name in WEIGHT_FILES:
