@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         whole = [timed(lambda: db.sql("SELECT * FROM features")) for _ in range(10)]
         exact = timed(lambda: db.coactivation(sample[0], PAGE_RELATED, exact=True))
         n_images = db.sql("SELECT count(*) AS n FROM images")["n"][0]
+        tokens = db.sql("SELECT count(*) AS n FROM token_errors")["n"][0] / max(n_images, 1)
         derived_rows = db.sql(
             "SELECT sum(estimated_size) AS n FROM duckdb_tables() WHERE table_name IN "
             "('features','feature_images','feature_histograms','coactivations','logit_lens','position_errors',"
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         )["n"][0]
     data.close()
     size = db_path.stat().st_size
-    print(f"synthetic codes (bench/synthetic.py, not a real model): {n_images} images x 257 tokens x k=32")
+    print(f"synthetic codes (not a real model): {n_images} images x {tokens:g} tokens x k=32 (database {db_path})")
     print(f"duckdb {duckdb.__version__}; logit_lens rows synthetic; decoder rows from a random real-shape checkpoint")
     print(f"stats: {seconds:.0f} s = {seconds / (n_images / 10_000):.1f} s per 10,000 images")
     print(
