@@ -406,3 +406,15 @@ async def test_a_note_typed_in_the_browser_reaches_query_survives_stats_and_is_e
     out = tmp_path / "notes.html"
     assert saetui("export", "-o", str(out), "--db", str(db), env=env).returncode == 0
     assert "purple crosses, any size" in out.read_text(encoding="utf-8")
+
+
+def test_concurrent_requests_store_each_feature_once(db: Path) -> None:
+    """With three requests in flight every feature is asked once and stored once."""
+    from saetui.naming.explain import ExplainOptions, explain_features
+
+    with FakeVlm(delay=0.2) as fake:
+        endpoint = Endpoint(fake.url, "fake-vlm")
+        state = explain_features(db, endpoint, top=6, options=ExplainOptions(concurrency=3, side=64))
+        assert state.done == 6 and len(fake.seen) == 6
+        assert all(r.images[0].size == (3 * 64 + 2 * 4,) * 2 for r in fake.seen)
+    assert len(Annotations(db).latest_explanations()) == 6

@@ -106,3 +106,23 @@ async def test_escape_leaves_the_note_unchanged_and_empty_saves_delete(db: Path)
         assert Annotations(db).note(3) is None
         assert "old text" not in str(app.screen.query_one("#feature-header", Static).render())
     assert side_path(db).name == "browse.notes.sqlite"
+
+
+async def test_explanations_show_in_the_list_and_on_the_page(db: Path) -> None:
+    """A stored explanation appears as '≈ text' in the list's note column and on the feature page with its model."""
+    Annotations(db).add_explanation(
+        {"feature": 4, "explanation": "volcanic smoke", "model": "vlm-x", "prompt_version": "v1",
+         "endpoint": "http://127.0.0.1:1/v1", "image_ids": [1], "prompt_tokens": 1, "completion_tokens": 1,
+         "seconds": 0.1, "created_at": "2026-12-01T00:00:00"}
+    )  # fmt: skip
+    app = browser(db)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"volcanic smoke")
+        table = app.screen.query_one(FeatureTable)
+        assert [int(f) for f in table.rows.feature[table.order]] == [4]
+        assert "≈ volcanic smoke" in screen_text(app)
+        await pilot.press("enter", "enter")
+        await settle(pilot)
+        header = str(app.screen.query_one("#feature-header", Static).render())
+        assert "explanation volcanic smoke" in header and "vlm-x" in header
