@@ -25,7 +25,9 @@ The SQL sees the database only: it cannot read or write files (COPY ... TO, read
 -o FILE writes the result, and --allow-files lets the SQL read files (it still never writes one).
 
 Tables and views: images, activations(image_id, token, feature, value), token_errors(image_id, token, sse,
-total_ss, explained_variance), runs, skipped, batch_moments, plus the statistics tables of `saetui stats`.
+total_ss, explained_variance), runs, skipped, batch_moments, plus the statistics tables of `saetui stats`, and
+from the side file (saetui.notes.sqlite) notes, image_notes, explanations, feature_scores and sort_eval: copies,
+so change notes with `saetui note`.
 
 Formats: table (aligned text, at most 1,000 rows: a note on stderr says when rows were left out), csv, json (one
 array), jsonl (one object per line), parquet (binary: needs -o FILE or a redirected stdout). DuckDB formats every
