@@ -5,7 +5,8 @@ decode to RGB, resize + centre crop, normalise to float32, thumbnail JPEG) is ti
 the real sample images (tests/data/imagenet-sample, ImageNet photos, short side 230 px; full-size ImageNet photos
 cost more to decode and resize), then the store's ceiling: synthetic CLIP-Scope codes (bench/synthetic.py, 257
 tokens x k = 32) written through IndexWriter at the engine's defaults. With C cores for decoding, the CPU side
-feeds about C * 1000 / (sum of the stages in core-ms) images/s; the writer is one thread.
+feeds about C * 1000 / (sum of the stages in core-ms) images/s if the decode threads scale, which the pool
+measurement checks: the engine's own `prepare` on 1 to (cores) threads; the writer is one thread.
 
     python bench/index_throughput.py [--images 2000]
 
@@ -15,16 +16,19 @@ Prints the headline last: `cpu_core_ms_per_image: X` (and the writer ceiling jus
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import write_synthetic  # noqa: E402
 
 from saetui.ingest.decoding import content_hash, decode_rgb, read_bytes  # noqa: E402
-from saetui.ingest.pipeline import thumbnail_jpeg  # noqa: E402
+from saetui.ingest.pipeline import prepare, thumbnail_jpeg  # noqa: E402
+from saetui.ingest.sources import ImageItem  # noqa: E402
 from saetui.models.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing, input_crop, to_pixels  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "imagenet-sample"
@@ -57,6 +61,18 @@ def stage_costs(paths: list[Path], prep: Preprocessing) -> dict[str, float]:
     return {name: 1000 * seconds / len(paths) for name, seconds in totals.items()}
 
 
+def pool_rate(paths: list[Path], prep: Preprocessing, threads: int, rounds: int = 3) -> float:
+    """Images/s of the engine's own `prepare` (every stage above) on a pool of `threads` decode threads."""
+    items = [ImageItem(str(path), str(path), None, row) for row, path in enumerate(paths)]
+    best = 0.0
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            done = sum(1 for _ in pool.map(lambda item: prepare(item, prep), items))
+            best = max(best, done / (time.perf_counter() - started))
+    return best
+
+
 def main() -> None:
     """Time the stages and the writer; print the core-ms per image last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,6 +85,9 @@ def main() -> None:
     for name, ms in costs.items():
         print(f"  {name:<12} {ms:6.2f} core-ms per image")
     total = sum(costs.values())
+    rates = {threads: pool_rate(paths, prep, threads) for threads in range(1, (os.cpu_count() or 1) + 1)}
+    for threads, rate in rates.items():
+        print(f"decode pool, {threads} thread(s): {rate:.0f} images/s (x{rate / rates[1]:.2f})")
     with tempfile.TemporaryDirectory() as tmp:
         seconds = write_synthetic(Path(tmp) / "w.duckdb", args.images, progress=False)
     print(f"{len(paths)} real sample images; writer: {args.images} synthetic images in {seconds:.1f} s")
