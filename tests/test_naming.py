@@ -418,3 +418,13 @@ def test_concurrent_requests_store_each_feature_once(db: Path) -> None:
         assert state.done == 6 and len(fake.seen) == 6
         assert all(r.images[0].size == (3 * 64 + 2 * 4,) * 2 for r in fake.seen)
     assert len(Annotations(db).latest_explanations()) == 6
+
+
+def test_reading_the_side_file_never_writes_it(db: Path) -> None:
+    """Queries, the feature card and the list read the side file without changing a byte of it."""
+    Annotations(db).set_note(2, "read me", ["todo"])
+    side = side_path(db)
+    before = (side.read_bytes(), side.stat().st_mtime_ns)
+    assert rows(db, "SELECT text FROM notes") == [("read me",)]
+    assert Annotations(db).note(2).text == "read me" and Annotations(db).latest_explanations() == {}
+    assert (side.read_bytes(), side.stat().st_mtime_ns) == before

@@ -129,20 +129,26 @@ class Annotations:
 
     @contextmanager
     def connection(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A short-lived SQLite connection (created with its schema on first write), committed on success."""
-        if not write and not self.path.exists():
-            con = sqlite3.connect(":memory:")
-        else:
+        """A short-lived SQLite connection: for writing (the file and its schema created on first use, committed
+        on success), or read-only, which never writes the file (an absent file reads as empty tables)."""
+        if write:
             if not self.path.parent.is_dir():
                 raise DataError(f"folder {self.path.parent} does not exist", "create it or choose another --db")
             con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+        elif self.path.exists():
+            con = _read_only(self.path)
+        else:
+            con = sqlite3.connect(":memory:")
         with closing(con):
             try:
-                con.execute("PRAGMA journal_mode = WAL")
-                con.executescript(_SQLITE_SCHEMA)
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SIDE_SCHEMA_VERSION)])
+                if write:
+                    con.execute("PRAGMA journal_mode = WAL")
+                if write or not self.path.exists():
+                    con.executescript(_SQLITE_SCHEMA)
+                    con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SIDE_SCHEMA_VERSION)])
                 yield con
-                con.commit()
+                if write:
+                    con.commit()
             except sqlite3.OperationalError as exc:
                 raise _sqlite_error(self.path, exc) from None
             except sqlite3.DatabaseError as exc:
@@ -264,6 +270,19 @@ class Annotations:
                 values[i] = json.loads(values[i]) if values[i] is not None else None
             decoded.append(tuple(values))
         return decoded
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; in a folder we may not write (no room for WAL's shared-memory file) the file is
+    read as immutable, i.e. as it stands."""
+    uri = path.resolve().as_uri()
+    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.OperationalError:
+        con.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
 
 
 def _note_table(kind: str) -> str:
