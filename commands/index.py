@@ -159,6 +159,10 @@ def register(app: typer.Typer) -> None:
         _check(batch_size, limit, workers, tokens, keep_top)
         if engine not in ("local", "ray"):
             raise UsageError(f"unknown engine {engine!r}", "use --engine local or --engine ray")
+        if engine == "ray" and "," in device:
+            raise UsageError(
+                "--engine ray places one model per actor itself", "pass --device cuda and --ray-workers N instead"
+            )
         from saetui.paths import default_db
         from saetui.store.connection import refuse_folder
 
@@ -198,4 +202,4 @@ def register(app: typer.Typer) -> None:
         if no_stats:
             sys.stderr.write("saetui: statistics not computed (--no-stats): run `saetui stats` when ready\n")
         else:
-            _stats(path, fetched, cache, device)
+            _stats(path, fetched, cache, device.split(",")[0])  # statistics run on the first listed device

@@ -29,7 +29,9 @@ Workers = Annotated[
 Device = Annotated[
     str,
     typer.Option(
-        "--device", help="Device of every model step: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
+        "--device",
+        help="Device of every model step: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; `index` also "
+        "takes a list, one model replica per entry (cuda:0,1,2,3).",
     ),
 ]
 Database = Annotated[Path | None, typer.Option("--db", help="Database (default: $SAETUI_DB, else ./saetui.duckdb).")]

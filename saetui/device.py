@@ -1,5 +1,7 @@
 """Device placement, the one rule every model step follows (index, stats and its lens, search, eval).
 
+`saetui index` also takes a list (`resolve_devices`): one model replica per device, batches dealt round-robin.
+
 A step resolves its device once with `resolve_device` (a name from the command line, or a torch.device from a
 caller), builds its modules there, moves every host input onto it with `to_device` (numpy arrays, CPU tensors
 such as checkpoint rows and cached text embeddings), and copies results back with `to_host` only at its end.
@@ -43,6 +45,20 @@ def resolve_device(name: str | torch.device) -> torch.device:
             raise UsageError(f"device {name} does not exist: {torch.cuda.device_count()} GPU(s)", "use cuda:0")
         return device
     raise UsageError(f"unknown device {name!r}", f"use {DEVICE_NAMES}")
+
+
+def resolve_devices(names: str | torch.device) -> list[torch.device]:
+    """A comma-separated device list (cuda:0,cuda:1 or cuda:0,1; one model replica per entry) -> torch.devices."""
+    if isinstance(names, torch.device):
+        return [names]
+    devices: list[torch.device] = []
+    for part in (p.strip() for p in names.split(",")):
+        if not part:
+            raise UsageError(f"empty entry in the device list {names!r}", "e.g. --device cuda:0,cuda:1")
+        if part.isdigit() and devices and devices[-1].type == "cuda":
+            part = f"cuda:{part}"  # cuda:0,1,2: the index alone continues the list
+        devices.append(resolve_device(part))
+    return devices
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

@@ -16,8 +16,9 @@ import re
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -381,7 +382,7 @@ def index_images(
     Ctrl-C stops after the batch being computed: the batches already computed are written, the database is
     closed and IndexInterrupted (a KeyboardInterrupt holding the summary) is raised.
     """
-    from saetui.device import resolve_device
+    from saetui.device import resolve_devices
     from saetui.families.loading import load_sae
     from saetui.models.hooks import check_token_set
 
@@ -396,7 +397,8 @@ def index_images(
     warning = preprocessing_warning(fetched.model_dir, prep)
     if warning:
         _say(log, f"warning: {warning}")
-    device = resolve_device(options.device)
+    devices = resolve_devices(options.device)
+    device = devices[0]  # the first replica also estimates saev's scaling
     dtype = resolve_precision(options.precision)
     key = source_key(source)
     scaling = None if not weights.needs_scaling or options.overwrite else _earlier_scaling(db)
@@ -413,7 +415,17 @@ def index_images(
         _say(log, f"warning: {APPROXIMATE_SCALING} (s = {scaling.scale:.6g}); runs.approximate says so")
     sae = weights.sparse(device=device, dtype=dtype, keep_top=options.keep_top, normaliser=scaling)
     grid = trunk.grid if trunk is not None else config_grid(fetched.model_dir)
-    settings = run_settings(fetched, weights, sae, grid, prep, options, tokens, str(device), scaling)
+    placed = ",".join(str(d) for d in devices)
+    settings = run_settings(fetched, weights, sae, grid, prep, options, tokens, placed, scaling)
+    encoders = []
+    if trunk is not None and options.engine != "ray":
+        encoders.append(Encoder(trunk, sae, tokens, options.embeddings))
+        for other in devices[1:]:  # one more replica of the truncated model and the SAE per listed device
+            replica = VisionTrunk.from_dir(
+                fetched.model_dir, spec.layer, other, options.precision, site=spec.hook, full=options.embeddings
+            )
+            copy = weights.sparse(device=other, dtype=dtype, keep_top=options.keep_top, normaliser=scaling)
+            encoders.append(Encoder(replica, copy, tokens, options.embeddings))
     if options.engine == "ray":
         trunk = None  # free the estimate's model before the actors load theirs
     del weights
@@ -436,22 +448,13 @@ def index_images(
             log,
             f"{verb} run {writer.run_id}: {len(plan.pending)} of {plan.considered} items to index from "
             f"{source.describe()} with {spec.name} ({fetched.checkpoint_file}, {spec.family}, "
-            f"{HookPoint(spec.layer, spec.hook).name()}, tokens {tokens}) on {device} {options.precision}, "
+            f"{HookPoint(spec.layer, spec.hook).name()}, tokens {tokens}) on {placed} {options.precision}, "
             f"batch {options.batch_size}",
         )
         if options.engine == "ray":
             _run_ray(list(pending_items(source, plan)), fetched, options, tokens, scaling, prep, writer, summary, log)
         else:
-            assert trunk is not None
-            _run(
-                pending_items(source, plan),
-                options,
-                writer,
-                Encoder(trunk, sae, tokens, options.embeddings),
-                prep,
-                summary,
-                log,
-            )
+            _run(pending_items(source, plan), options, writer, encoders, prep, summary, log)
         if not summary.interrupted:
             writer.finish_run()
     finally:
@@ -561,21 +564,45 @@ def _run(
     pending: Iterator[ImageItem],
     options: IndexOptions,
     writer: IndexWriter,
-    encoder: Encoder,
+    encoders: list[Encoder],
     prep: Preprocessing,
     summary: IndexSummary,
     log: TextIO,
 ) -> None:
-    """Drive the stages over the pending items and count what was done in summary."""
+    """Drive the stages over the pending items and count what was done in summary.
+
+    With several encoders (one per device) batch i goes to encoder i mod n, each on a thread of its own, and the
+    results are written in batch order, so the database is the same as with one device.
+    """
     progress = Progress(summary.considered - summary.already_done, "index", stream=log)
     lookahead = max(2 * options.batch_size, 4 * options.workers)
     prepared = prepared_in_order(pending, lambda item: prepare(item, prep), options.workers, lookahead)
     batches = batched(prepared, options.batch_size)
     background = BatchWriter(writer)
     next_id = writer.next_image_id
+    several = len(encoders) > 1  # one thread per device; a single device computes on this thread, as always
+    lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"encode{i}") for i in range(len(encoders))] if several else []
+    in_flight: deque[tuple[Batch, Future[Codes] | None]] = deque()
+
+    def encoded() -> Iterator[tuple[Batch, Codes | None]]:
+        """Batches with their codes, in batch order; one device computes here, several one batch each at once."""
+        if not several:
+            for batch in batches:
+                yield batch, encoders[0](batch.pixels()) if batch.images else None
+            return
+        for number, batch in enumerate(batches):
+            lane = number % len(encoders)
+            work = lanes[lane].submit(encoders[lane], batch.pixels()) if batch.images else None
+            in_flight.append((batch, work))
+            if len(in_flight) >= len(encoders):
+                done, future = in_flight.popleft()
+                yield done, future.result() if future is not None else None
+        while in_flight:
+            done, future = in_flight.popleft()
+            yield done, future.result() if future is not None else None
+
     try:
-        for batch in batches:
-            codes = encoder(batch.pixels()) if batch.images else None
+        for batch, codes in encoded():
             images, skipped = _records(batch, next_id)
             next_id += len(images)
             background.put(images, codes, skipped)
@@ -589,6 +616,8 @@ def _run(
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
+        for lane in lanes:
+            lane.shutdown(wait=True, cancel_futures=True)
         batches.close()
         prepared.close()
         progress.close()
