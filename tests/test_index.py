@@ -15,7 +15,6 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from typing import NamedTuple
 
-import duckdb
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,6 +22,7 @@ from PIL import Image
 from harness.badimages import SAMPLE, copy_imagenet_sample, make_bad_input_folder
 from harness.fakehub import FetchedCache
 from harness.reference import dense_reference_encode, hf_hidden_states, open_clip_to_hf
+from harness.tables import rows
 from harness.tiny import tiny_open_clip_config, tiny_state_dict
 from saetui import imagenet
 from saetui.commands.main import main
@@ -48,15 +48,6 @@ def run_cli(*args: str) -> tuple[int, str]:
     with redirect_stderr(buffer):
         code = main(list(args))
     return code, buffer.getvalue()
-
-
-def rows(db: Path, sql: str, params: list[object] | None = None) -> list[tuple]:
-    """The rows of a query on a read-only connection."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def scalar(db: Path, sql: str) -> object:

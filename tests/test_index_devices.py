@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from harness.fakehub import FetchedCache
 from harness.sample import SAMPLE
+from harness.tables import rows
 from saetui.commands.main import main
 from saetui.device import resolve_devices
 from saetui.errors import UsageError
@@ -20,12 +20,6 @@ TABLES = {
     "codes": "SELECT image_id, token, feature, value FROM activations ORDER BY ALL",
     "errors": "SELECT image_id, token, sse, total_ss FROM token_errors ORDER BY ALL",
 }
-
-
-def rows(db: Path, sql: str) -> list[tuple]:
-    """All rows of a query."""
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute(sql).fetchall()
 
 
 def test_two_replicas_write_the_single_device_database(hub_in_process: FetchedCache, tmp_path: Path) -> None:

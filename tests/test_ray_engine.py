@@ -7,13 +7,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 import ray
 
 from harness.fakehub import FetchedCache
 from harness.sample import SAMPLE
+from harness.tables import rows
 from saetui.commands.main import main
 
 ARGS = ("--batch-size", "16", "--tokens", "cls", "--no-stats")
@@ -28,12 +28,6 @@ CLOSE = {
     "errors": "SELECT sse, total_ss FROM token_errors ORDER BY image_id, token",
     "stats": "SELECT frequency, mean_value, max_value FROM features ORDER BY feature",
 }
-
-
-def rows(db: Path, sql: str) -> list[tuple]:
-    """All rows of a query."""
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute(sql).fetchall()
 
 
 @pytest.fixture
