@@ -23,13 +23,28 @@ GAP = 4  # pixels between tiles
 BACKGROUND = (255, 255, 255)
 
 
+def top_image_sets(
+    con: duckdb.DuckDBPyConnection, features: Sequence[int], n: int | None = None
+) -> dict[int, tuple[list[int], list[float]]]:
+    """Each feature's stored top images up to rank n (all stored when None): (image ids, image-level values),
+    strongest first; a feature without any gets two empty lists."""
+    queries.require(con, "feature_images")
+    limit = "" if n is None else f"AND rank <= {int(n)}"
+    rows = con.execute(
+        f"SELECT feature, image_id, value FROM feature_images WHERE feature IN (SELECT unnest(?::INTEGER[])) {limit} "
+        "ORDER BY feature, rank",
+        [[int(f) for f in features]],
+    ).fetchall()
+    tops: dict[int, tuple[list[int], list[float]]] = {int(f): ([], []) for f in features}
+    for feature, image_id, value in rows:
+        tops[int(feature)][0].append(int(image_id))
+        tops[int(feature)][1].append(float(value))
+    return tops
+
+
 def top_image_ids(con: duckdb.DuckDBPyConnection, feature: int, n: int) -> list[int]:
     """The feature's n strongest images by image-level activation (from feature_images), strongest first."""
-    queries.require(con, "feature_images")
-    rows = con.execute(
-        "SELECT image_id FROM feature_images WHERE feature = ? AND rank <= ? ORDER BY rank", [int(feature), int(n)]
-    ).fetchall()
-    return [int(i) for (i,) in rows]
+    return top_image_sets(con, [feature], n)[int(feature)][0]
 
 
 def image_tiles(

@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 
 from saetui.errors import NotFoundError
+from saetui.naming.grids import top_image_sets
 from saetui.stats import queries
 from saetui.store.annotations import Annotations
 from saetui.store.connection import connect
@@ -70,21 +71,6 @@ def auroc(positives: np.ndarray, negatives: np.ndarray) -> float | None:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _top_sets(con: duckdb.DuckDBPyConnection, features: Sequence[int], n: int | None) -> dict[int, tuple[list, list]]:
-    """Each feature's stored top images: (image ids, image-level values), strongest first."""
-    limit = "" if n is None else f"AND rank <= {int(n)}"
-    rows = con.execute(
-        f"SELECT feature, image_id, value FROM feature_images WHERE feature IN (SELECT unnest(?::INTEGER[])) {limit} "
-        "ORDER BY feature, rank",
-        [[int(f) for f in features]],
-    ).fetchall()
-    tops: dict[int, tuple[list, list]] = {int(f): ([], []) for f in features}
-    for feature, image_id, value in rows:
-        tops[int(feature)][0].append(int(image_id))
-        tops[int(feature)][1].append(float(value))
-    return tops
-
-
 def monosemanticity_scores(
     con: duckdb.DuckDBPyConnection, features: Sequence[int], n_images: int | None = None
 ) -> list[ScoreRow]:
@@ -93,7 +79,7 @@ def monosemanticity_scores(
     ids, matrix = queries.image_embeddings(con)
     position = {int(i): row for row, i in enumerate(ids)}
     rows: list[ScoreRow] = []
-    for feature, (images, values) in _top_sets(con, features, n_images).items():
+    for feature, (images, values) in top_image_sets(con, features, n_images).items():
         kept = [(position[i], v) for i, v in zip(images, values, strict=True) if i in position]
         if not kept:
             rows.append((feature, None, 0, {"missing_embeddings": len(images)}))
@@ -114,14 +100,15 @@ def explanation_scores(
     """(feature, AUROC, positives, detail) of each explanation's CLIP text embedding: top images vs random ones."""
     ids, matrix = queries.image_embeddings(con)
     position = {int(i): row for row, i in enumerate(ids)}
-    tops = _top_sets(con, list(explanations), None)
+    tops = top_image_sets(con, list(explanations), None)
     rng = np.random.default_rng(seed)
     rows: list[ScoreRow] = []
     for feature, explanation in explanations.items():
+        top = set(tops[feature][0])
         images = [i for i in tops[feature][0] if i in position]
         shown = [int(i) for i in explanation.get("image_ids") or []]
         positives_ids = [i for i in shown if i in position] or images[:n_images]
-        outside = np.array([row for i, row in position.items() if i not in set(images)], dtype=np.int64)
+        outside = np.array([row for i, row in position.items() if i not in top], dtype=np.int64)
         if not positives_ids or len(outside) == 0:
             rows.append((feature, None, 0, {"reason": "no embeddings of top or outside images"}))
             continue
@@ -164,7 +151,8 @@ def score_features(
         results = {MONOSEMANTICITY: monosemanticity_scores(con, chosen, n_images)}
         side.set_scores(MONOSEMANTICITY, results[MONOSEMANTICITY])
         if explanations:
-            explained = {f: e for f, e in side.latest_explanations().items() if f in set(chosen)}
+            wanted = set(chosen)
+            explained = {f: e for f, e in side.latest_explanations().items() if f in wanted}
             if not explained:
                 raise NotFoundError("no explanation to score among these features", "run `saetui explain` first")
             from saetui.stats.search import embed_text, text_model_dir

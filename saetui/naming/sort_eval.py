@@ -22,7 +22,7 @@ import duckdb
 
 from saetui.errors import DataError, UsageError
 from saetui.naming.endpoint import Endpoint
-from saetui.naming.grids import data_url, feature_grid, image_tiles
+from saetui.naming.grids import data_url, feature_grid, image_tiles, top_image_sets
 from saetui.store.annotations import Annotations, now
 from saetui.store.connection import connect
 
@@ -76,22 +76,9 @@ class SortEvalResult:
         return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _tops(con: duckdb.DuckDBPyConnection, features: Sequence[int]) -> dict[int, list[int]]:
-    """Each feature's top images up to the held-out ranks, strongest first."""
-    rows = con.execute(
-        "SELECT feature, image_id FROM feature_images WHERE feature IN (SELECT unnest(?::INTEGER[])) AND rank <= ? "
-        "ORDER BY feature, rank",
-        [list(features), HELD_OUT_RANKS[1]],
-    ).fetchall()
-    tops: dict[int, list[int]] = {int(f): [] for f in features}
-    for feature, image_id in rows:
-        tops[int(feature)].append(int(image_id))
-    return tops
-
-
 def draw_trials(con: duckdb.DuckDBPyConnection, features: Sequence[int], n_trials: int, seed: int) -> list[Trial]:
     """n_trials pairs of distinct features with enough top images, the order and the held-out image from the seed."""
-    tops = _tops(con, features)
+    tops = {f: ids for f, (ids, _) in top_image_sets(con, features, HELD_OUT_RANKS[1]).items()}
     usable = sorted(f for f, ids in tops.items() if len(ids) >= HELD_OUT_RANKS[0])
     if len(usable) < 2:
         raise DataError(
