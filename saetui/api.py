@@ -175,8 +175,7 @@ class Database:
     def note(self, feature: int) -> dict[str, Any] | None:
         """One feature's note (text, tags, author, updated_at), None when it has none."""
         note = Annotations(self.path).note(feature)
-        return None if note is None else {"text": note.text, "tags": list(note.tags), "author": note.author,
-                                          "updated_at": note.updated_at}  # fmt: skip
+        return None if note is None else note.fields()
 
     def set_note(self, feature: int, text: str, tags: list[str] | None = None) -> None:
         """Write a feature's note in the side file (empty text and no tags delete it); the database is untouched."""

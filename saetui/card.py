@@ -62,7 +62,7 @@ def feature_card(
     }
     side = Annotations(db.path)
     card["note"] = db.note(feature)
-    card["explanation"] = side.latest_explanations().get(feature)
+    card["explanation"] = side.latest_explanations(feature).get(feature)
     card["scores"] = side.feature_scores(feature)
     try:
         card["neighbours"] = db.neighbours(feature, n_related).to_dicts()

@@ -77,11 +77,5 @@ def show_note(note: Note, kind: str) -> str:
 
 
 def note_dict(note: Note, kind: str) -> dict[str, Any]:
-    """A note as a JSON-ready dict."""
-    return {
-        "feature" if kind == "feature" else "image_id": note.key,
-        "text": note.text,
-        "tags": list(note.tags),
-        "author": note.author,
-        "updated_at": note.updated_at,
-    }
+    """A note as a JSON-ready dict, keyed by its feature (or image id)."""
+    return {"feature" if kind == "feature" else "image_id": note.key, **note.fields()}

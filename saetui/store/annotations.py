@@ -96,6 +96,10 @@ class Note:
     author: str | None
     updated_at: str
 
+    def fields(self) -> dict[str, Any]:
+        """text, tags (a list), author and updated_at as a JSON-ready dict."""
+        return {"text": self.text, "tags": list(self.tags), "author": self.author, "updated_at": self.updated_at}
+
 
 def side_path(db: str | os.PathLike[str]) -> Path:
     """The annotations file of a database: saetui.duckdb -> saetui.notes.sqlite, beside it."""
@@ -204,11 +208,12 @@ class Annotations:
             ).fetchall()
         return {int(f) for (f,) in rows}
 
-    def latest_explanations(self) -> dict[int, dict[str, Any]]:
-        """Each feature's most recent explanation (any model) as a dict."""
+    def latest_explanations(self, feature: int | None = None) -> dict[int, dict[str, Any]]:
+        """Each feature's most recent explanation (any model) as a dict; only that feature's when one is given."""
+        where, params = ("WHERE feature = ?", [int(feature)]) if feature is not None else ("", [])
         with self.connection() as con:
             con.row_factory = sqlite3.Row
-            rows = con.execute("SELECT * FROM explanations ORDER BY created_at, rowid").fetchall()
+            rows = con.execute(f"SELECT * FROM explanations {where} ORDER BY created_at, rowid", params).fetchall()
         return {int(r["feature"]): {**dict(r), "image_ids": json.loads(r["image_ids"])} for r in rows}
 
     def set_scores(self, score: str, rows: Iterable[tuple[int, float | None, int, dict[str, Any]]]) -> int:

@@ -496,7 +496,7 @@ class BrowseData:
         side = self.annotations
         return FeaturePage(
             stats, tops, labels, lens, coactivating, similar, note, histogram, match, effect,
-            side.note(feature), side.latest_explanations().get(feature), side.feature_scores(feature),
+            side.note(feature), side.latest_explanations(feature).get(feature), side.feature_scores(feature),
         )  # fmt: skip
 
     # ---- notes ---------------------------------------------------------------------------------------------
