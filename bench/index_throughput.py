@@ -23,13 +23,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import write_synthetic  # noqa: E402
+import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import SETTINGS, SyntheticCodes, engine_thumbnail, records, sample_images  # noqa: E402
+
+from saetui.defaults import COMMIT_IMAGES  # noqa: E402
 from saetui.ingest.decoding import content_hash, decode_rgb, read_bytes  # noqa: E402
 from saetui.ingest.pipeline import prepare, thumbnail_jpeg  # noqa: E402
 from saetui.ingest.sources import ImageItem  # noqa: E402
 from saetui.models.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing, input_crop, to_pixels  # noqa: E402
+from saetui.store.writer import IndexWriter, PendingBatch  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "imagenet-sample"
 
@@ -73,10 +77,48 @@ def pool_rate(paths: list[Path], prep: Preprocessing, threads: int, rounds: int 
     return best
 
 
+def synthetic_batches(n_images: int, batch_size: int = 32) -> list[PendingBatch]:
+    """n_images of synthetic CLIP-Scope codes (257 tokens x k = 32) in forward batches, made before any timing."""
+    samples = sample_images(SAMPLE, engine_thumbnail)
+    codes = SyntheticCodes(seed=0)
+    tokens = np.arange(codes.n_tokens)
+    batches = []
+    for first in range(0, n_images, batch_size):
+        count = min(batch_size, n_images - first)
+        sse, total_ss = codes.errors(count)
+        batches.append(
+            PendingBatch(
+                records(samples, first, count), tokens, codes.features(count), codes.values(count), sse, total_ss,
+                (), None, codes.moments(count),
+            )
+        )  # fmt: skip
+    return batches
+
+
+def writer_rate(batches: list[PendingBatch], lanes: int, live: bool) -> tuple[float, float]:
+    """(images/s, core-ms per image) of IndexWriter storing the batches on `lanes` commit lanes, to a finished
+    database (a live run's shards merged)."""
+    n_images = sum(len(batch.images) for batch in batches)
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, cpu = time.perf_counter(), time.process_time()
+        with IndexWriter.open(
+            Path(tmp) / "w.duckdb", {**SETTINGS, "batch_size": 32}, source="synthetic", source_items=n_images,
+            commit_images=COMMIT_IMAGES, live=live, lanes=lanes,
+        ) as writer:  # fmt: skip
+            for batch in batches:
+                writer.write_batch(
+                    batch.images, batch.tokens, batch.features, batch.values, batch.sse, batch.total_ss,
+                    batch.moments,
+                )  # fmt: skip
+            writer.finish_run()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return n_images / wall, 1000 * cpu / n_images
+
+
 def main() -> None:
     """Time the stages and the writer; print the core-ms per image last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000, help="synthetic images for the writer ceiling")
+    parser.add_argument("--images", type=int, default=2048, help="synthetic images for the writer ceiling")
     args = parser.parse_args()
     prep = Preprocessing(224, 224, OPENAI_MEAN, OPENAI_STD, "bench")
     paths = sorted(SAMPLE.glob("*/*"))
@@ -85,13 +127,21 @@ def main() -> None:
     for name, ms in costs.items():
         print(f"  {name:<12} {ms:6.2f} core-ms per image")
     total = sum(costs.values())
-    rates = {threads: pool_rate(paths, prep, threads) for threads in range(1, (os.cpu_count() or 1) + 1)}
+    cores = os.cpu_count() or 1
+    rates = {threads: pool_rate(paths, prep, threads) for threads in range(1, cores + 1)}
     for threads, rate in rates.items():
         print(f"decode pool, {threads} thread(s): {rate:.0f} images/s (x{rate / rates[1]:.2f})")
-    with tempfile.TemporaryDirectory() as tmp:
-        seconds = write_synthetic(Path(tmp) / "w.duckdb", args.images, progress=False)
-    print(f"{len(paths)} real sample images; writer: {args.images} synthetic images in {seconds:.1f} s")
-    print(f"writer_ceiling_images_per_s: {args.images / seconds:.0f}")
+    batches = synthetic_batches(args.images)
+    writer_rate(batches[:16], 1, False)  # warm DuckDB and the allocator
+    best = 0.0
+    for live in (False, True):
+        for lanes in sorted({1, 2, cores}):
+            rate, core_ms = writer_rate(batches, lanes, live)
+            best = max(best, rate) if not live else best
+            layout = "live shards" if live else "single file"
+            print(f"writer, {layout}, {lanes} lane(s): {rate:.0f} images/s, {core_ms:.2f} core-ms per image")
+    print(f"{len(paths)} real sample images; writer: {args.images} synthetic images (257 tokens x 32 pairs)")
+    print(f"writer_ceiling_images_per_s: {best:.0f}")
     print(f"cpu_core_ms_per_image: {total:.2f}")
 
 

@@ -87,7 +87,6 @@ def register(app: typer.Typer) -> None:
         cache: CacheDir = None,
     ) -> None:
         """Evaluate an SAE."""
-        from saetui.defaults import default_workers
         from saetui.evaluate.runner import EvalOptions
 
         options = EvalOptions(
@@ -95,7 +94,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             precision=precision,
             limit=limit,
-            workers=workers if workers is not None else default_workers(),
+            **({"workers": workers} if workers is not None else {}),
             label_set=label_set,
         )
         from saetui.device import resolve_device

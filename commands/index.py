@@ -148,6 +148,13 @@ def register(app: typer.Typer) -> None:
         commit_every: int = typer.Option(
             COMMIT_IMAGES, "--commit-every", help="Images per write transaction (a kill loses at most these)."
         ),
+        writers: int | None = typer.Option(
+            None,
+            "--writers",
+            min=1,
+            help="Threads that pack and insert commits, made durable in order (default: one per 4 cores, 1 to 4).",
+            show_default=False,
+        ),
         split: Split = "train",
         image_column: ImageColumn = None,
         label_column: LabelColumn = None,
@@ -167,7 +174,6 @@ def register(app: typer.Typer) -> None:
         from saetui.store.connection import refuse_folder
 
         path = refuse_folder(db or default_db())
-        from saetui.defaults import default_workers
         from saetui.hub import fetch, resolve_spec
         from saetui.ingest.indexer import IndexInterrupted, IndexOptions, index_images
         from saetui.ingest.sources import open_source
@@ -189,9 +195,10 @@ def register(app: typer.Typer) -> None:
             ray_address=address,
             ray_workers=ray_workers,
             limit=limit,
-            workers=workers or default_workers(),
             overwrite=overwrite,
             commit_every=commit_every,
+            **({"workers": workers} if workers else {}),
+            **({"writers": writers} if writers else {}),
         )
         try:
             summary = index_images(opened, fetched, path, options)

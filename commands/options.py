@@ -24,7 +24,7 @@ LabelColumn = Annotated[
 ]
 Workers = Annotated[
     int | None,
-    typer.Option("--workers", help="Decode threads (default: CPU cores, at most 8).", show_default=False),
+    typer.Option("--workers", help="Decode threads (default: one per CPU core).", show_default=False),
 ]
 Device = Annotated[
     str,

@@ -1,5 +1,5 @@
 """`saetui index` survives SIGKILL at any moment and resumes to exactly the uninterrupted result, single-file and
-`--live` (sharded) alike; a `--live` run is read by `saetui query` while it grows.
+`--live` (sharded, on two commit lanes) alike; a `--live` run is read by `saetui query` while it grows.
 
 The killed runs are real `saetui` processes talking to the fake hub. A run is killed only after it has
 committed at least one batch: the test watches the database's write-ahead log, which grows by one commit per
@@ -28,6 +28,7 @@ from saetui.store.connection import connect
 from saetui.store.shards import published
 
 ARGS = ("--batch-size", "2", "--commit-every", "2", "--workers", "1", "--no-stats")
+LIVE = ("--live", "--writers", "2")  # shards written on two commit lanes, published in order
 N_GOOD = 40
 # Tables compared between the resumed and the uninterrupted database (timestamps and run times left out).
 EXACT = {
@@ -97,7 +98,7 @@ def kill_midway(source: Path, db: Path, env: dict[str, str], log: Path, rng: ran
     """Start `saetui index`, let it commit 1-3 batches, wait a random moment, SIGKILL it; returns the exit code."""
     with open(log, "w") as errors:
         process = subprocess.Popen(
-            [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS, *(("--live",) if live else ())],
+            [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS, *(LIVE if live else ())],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=errors,
@@ -153,7 +154,7 @@ def test_kills_then_resume_give_the_uninterrupted_database(
         progress.append(stored)
 
     done = subprocess.run(
-        [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS, *(("--live",) if live else ())],
+        [str(saetui_binary()), "index", str(source), "--db", str(db), *ARGS, *(LIVE if live else ())],
         env=hub_in_process.env,
         capture_output=True,
         text=True,

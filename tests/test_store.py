@@ -302,14 +302,14 @@ CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
 import test_store
-test_store.index_fake_source({db!r}, {n_images}, {batch})
+test_store.index_fake_source({db!r}, {n_images}, {batch}, {lanes})
 """
 
 
-def index_fake_source(db: str, n_images: int, batch: int) -> None:
+def index_fake_source(db: str, n_images: int, batch: int, lanes: int = 1) -> None:
     """Index a fake source of n_images items (every 7th one skipped) the way saetui index does, printing progress."""
     writer_module.CHECKPOINT_ROWS = 3 * batch * TOKENS  # checkpoints happen mid-run, so kills can land in one
-    with IndexWriter.open(db, SETTINGS, source="/src", source_items=n_images) as writer:
+    with IndexWriter.open(db, SETTINGS, source="/src", source_items=n_images, lanes=lanes) as writer:
         pending = [row for row in range(n_images) if f"/src/{row}.jpg" not in writer.done_keys]
         next_id = writer.next_image_id
         for start in range(0, len(pending), batch):
@@ -342,21 +342,22 @@ def check_integrity(db: Path, n_tokens: int = TOKENS) -> int:
     return int(images)
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lanes", [1, 3], ids=["one-lane", "three-lanes"])
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path, lanes: int) -> None:
     """SIGKILL at random moments of a writing process leaves whole batches only, and resuming each time ends with
-    exactly the rows of an uninterrupted run."""
+    exactly the rows of an uninterrupted one-lane run (commits on three lanes become durable in order)."""
     n_images, batch = 60, 3
     tests = str(Path(__file__).parent)
 
-    def child(db: Path) -> subprocess.Popen[str]:
-        code = CHILD.format(tests=tests, db=str(db), n_images=n_images, batch=batch)
+    def child(db: Path, lanes: int = lanes) -> subprocess.Popen[str]:
+        code = CHILD.format(tests=tests, db=str(db), n_images=n_images, batch=batch, lanes=lanes)
         return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
     reference = tmp_path / "reference.duckdb"
-    assert child(reference).communicate(timeout=120)[0].strip().endswith("done")
+    assert child(reference, 1).communicate(timeout=120)[0].strip().endswith("done")
 
     db = tmp_path / "killed.duckdb"
-    rng = random.Random(1234)
+    rng = random.Random(1234 + lanes)
     stored = []
     for _ in range(3):
         process = child(db)

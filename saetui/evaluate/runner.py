@@ -21,7 +21,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from saetui.defaults import BATCH_SIZE, default_workers
+from saetui.defaults import BATCH_SIZE, decode_threads
 from saetui.errors import DataError, UsageError
 from saetui.evaluate.alignment import Alignment, neuron_alignment
 from saetui.evaluate.downstream import LABEL_SETS, Downstream, DownstreamResult, resolve_label_set
@@ -45,7 +45,7 @@ class EvalOptions:
     device: str = "auto"
     precision: str = "fp32"  # fp32, or bf16 (the vision tower and SAE under torch.autocast)
     limit: int | None = None  # evaluate only the first `limit` items of the source
-    workers: int = field(default_factory=default_workers)
+    workers: int = field(default_factory=decode_threads)
     label_set: str = "auto"  # auto | dataset | imagenet (see saetui.evaluate.downstream)
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ import duckdb
 import numpy as np
 import torch
 
-from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES, default_workers
+from saetui.defaults import BATCH_SIZE, COMMIT_IMAGES, decode_threads, writer_lanes
 from saetui.device import to_device, to_host
 from saetui.errors import DataError
 from saetui.families.normalisers import Normaliser
@@ -79,7 +79,8 @@ class IndexOptions:
     ray_address: str | None = None  # an existing Ray cluster (None: a local Ray instance)
     ray_workers: int = 1  # model actors in the Ray pool (one GPU each where there are GPUs)
     limit: int | None = None  # index only the first `limit` items of the source order
-    workers: int = field(default_factory=default_workers)
+    workers: int = field(default_factory=decode_threads)
+    writers: int = field(default_factory=writer_lanes)  # commit lanes (saetui.store.commits)
     overwrite: bool = False  # delete the database first
     commit_every: int = COMMIT_IMAGES  # images per write transaction (a kill loses at most these)
 
@@ -437,6 +438,7 @@ def index_images(
         overwrite=options.overwrite,
         commit_images=options.commit_every,
         live=options.live,
+        lanes=options.writers,
     )
     try:
         plan = plan_resume(source, options.limit, writer.done_keys)

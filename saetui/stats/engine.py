@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from saetui import __version__
-from saetui.defaults import default_workers
+from saetui.defaults import scan_threads
 from saetui.errors import NotFoundError
 from saetui.paths import cache_dir
 from saetui.stats.model_steps import model_steps
@@ -140,7 +140,7 @@ def compute_stats(
                 False, n_images, n_tokens, run.n_features, alive, 0.0, info[0] is not None, bool(info[1])
             )
         chunks = image_chunks(con, options.chunk_images)
-        scan_codes(con, chunks, run.n_features, options, progress, threads or default_workers())
+        scan_codes(con, chunks, run.n_features, options, progress, threads or scan_threads())
         variance, _ = token_variance(con)
         position_errors(con, token_grid(con), variance)
         image_errors(con, variance)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -59,12 +60,23 @@ def new_shard(db: Path, layout: CodeLayout, first_image_id: int) -> tuple[duckdb
     return con, temporary, final
 
 
-def publish(con: duckdb.DuckDBPyConnection, temporary: Path, final: Path) -> None:
-    """Checkpoint and close the shard, then rename it into place (atomic: readers see it whole or not at all)."""
+def publish(
+    con: duckdb.DuckDBPyConnection, temporary: Path, final: Path, before_rename: Callable[[], None] = lambda: None
+) -> None:
+    """Checkpoint and close the shard, then rename it into place (atomic: readers see it whole or not at all).
+
+    before_rename waits for the writer's earlier shards to be published, so the published ones are a prefix of
+    the run's commits; a shard that may not follow them is deleted unpublished.
+    """
     con.execute("CHECKPOINT")
     con.close()
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
+    try:
+        before_rename()
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, final)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from saetui.errors import DatabaseLockedError, DataError
 from saetui.store import runs, shards
+from saetui.store.commits import OrderedLanes, Turn
 from saetui.store.connection import connect, remove_database
 from saetui.store.schema import SCHEMA_VERSION, CodeLayout, create_schema, read_layout, schema_version
 
@@ -67,6 +69,26 @@ class BatchMoments:
         return cls(tokens=int(x64.shape[0]), sum_sq=float(np.square(x64).sum()), sum_x=x64.sum(axis=0))
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """One checked batch waiting for its commit (packed into Arrow tables by the commit's lane)."""
+
+    images: Sequence[ImageRecord]
+    tokens: np.ndarray
+    features: np.ndarray
+    values: np.ndarray
+    sse: np.ndarray
+    total_ss: np.ndarray
+    skipped: Sequence[SkippedItem]
+    embeddings: np.ndarray | None
+    moments: BatchMoments | None
+
+    @property
+    def rows(self) -> int:
+        """token_codes rows the batch adds."""
+        return len(self.images) * len(self.tokens)
+
+
 class IndexWriter:
     """Writes one run into a database: whole batches atomically, skipped items, and the run's end."""
 
@@ -82,11 +104,13 @@ class IndexWriter:
         done_keys: frozenset[str],
         commit_images: int = 1,
         live: bool = False,
+        lanes: int = 1,
     ) -> None:
         """Wrap an open read-write connection; use IndexWriter.open to get one.
 
         live: commits become published shards (saetui.store.shards) and the database file is released until the
-        run finishes, so readers can open it while it grows.
+        run finishes, so readers can open it while it grows. lanes: threads that pack and insert commits, made
+        durable in order (saetui.store.commits).
         """
         self._con: duckdb.DuckDBPyConnection | None = con
         self.db = db
@@ -100,8 +124,9 @@ class IndexWriter:
         self.skipped_written = 0
         self._rows_since_checkpoint = 0
         self.commit_images = max(1, commit_images)  # images gathered into one write transaction
-        self._pending: list[tuple[dict[str, pa.Table], list[int], BatchMoments | None, int]] = []
+        self._pending: list[PendingBatch] = []
         self._pending_images = 0
+        self._lanes = OrderedLanes(lanes)
         self.live = live
         if live:  # release the file: commits go to shards until finish_run / close merges them
             con.close()
@@ -118,6 +143,7 @@ class IndexWriter:
         overwrite: bool = False,
         commit_images: int = 1,
         live: bool = False,
+        lanes: int = 1,
     ) -> IndexWriter:
         """Open (creating if new) the database for a run over source, continuing the run with the same settings.
 
@@ -148,7 +174,7 @@ class IndexWriter:
         except BaseException:
             con.close()
             raise
-        return cls(con, db, layout, source, run_id, next_id, found is not None, done, commit_images, live)
+        return cls(con, db, layout, source, run_id, next_id, found is not None, done, commit_images, live, lanes)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -175,60 +201,65 @@ class IndexWriter:
         Batches are committed together once `commit_images` images are pending (one transaction each time, so a
         kill keeps whole commits only); flush(), finish_run() and close() commit what is pending.
         """
-        tables = self._batch_tables(images, tokens, features, values, sse, total_ss, skipped)
-        if embeddings is not None and len(images):
-            rows = np.asarray(embeddings, dtype=np.float32)
-            if rows.shape[0] != len(images):
-                raise ValueError(f"embeddings has {rows.shape[0]} rows for {len(images)} images")
-            tables["image_embeddings"] = pa.table(
-                {
-                    "image_id": pa.array([r.image_id for r in images], pa.int32()),
-                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1]),
-                }
-            )
-        image_ids = [record.image_id for record in images]
-        self._pending.append((tables, image_ids, moments, len(tokens)))
+        self._check_batch(images, tokens, features, values, sse, total_ss, embeddings)
+        self._pending.append(
+            PendingBatch(images, tokens, features, values, sse, total_ss, skipped, embeddings, moments)
+        )
         self._pending_images += len(images)
         if self._pending_images >= self.commit_images:
             self.flush()
 
     def flush(self) -> None:
-        """Commit the pending batches in one transaction and checkpoint when enough rows have accumulated."""
+        """Hand the pending batches to the commit lanes as one commit; a checkpoint follows once enough rows have
+        accumulated. With one lane the commit is durable when this returns, with more after drain()."""
         if not self._pending:
             return
         pending, self._pending, self._pending_images = self._pending, [], 0
-        merged = {
-            name: pa.concat_tables([tables[name] for tables, _, _, _ in pending if name in tables])
-            for name in dict.fromkeys(name for tables, _, _, _ in pending for name in tables)
-        }
-        shard = None
-        if self.live:
-            first = min(i for _, ids, _, _ in pending for i in ids) if any(ids for _, ids, _, _ in pending) else 0
-            shard = shards.new_shard(self.db, self.layout, first)
-        con = shard[0] if shard is not None else self.con
-        for table, arrow in merged.items():
-            con.register(f"_saetui_batch_{table}", arrow)
-        try:
-            self._insert(con, merged, [(ids, moments) for _, ids, moments, _ in pending])
-        finally:
-            for table in merged:
-                con.unregister(f"_saetui_batch_{table}")
-        if shard is not None:
-            shards.publish(*shard)
-        for tables, ids, _, n_tokens in pending:
-            self.images_written += len(ids)
-            self.skipped_written += len(tables["skipped"]) if "skipped" in tables else 0
-            self._rows_since_checkpoint += len(ids) * n_tokens
+        self._rows_since_checkpoint += sum(batch.rows for batch in pending)
+        checkpoint = None
         if self._rows_since_checkpoint >= CHECKPOINT_ROWS and not self.live:
-            self.checkpoint()
+            checkpoint, self._rows_since_checkpoint = self.checkpoint, 0
+        self._lanes.submit(lambda turn: self._commit(pending, turn), checkpoint)
+
+    def drain(self) -> None:
+        """Wait until every commit handed to the lanes is durable; raises the error of one that failed."""
+        self._lanes.drain()
+
+    def _commit(self, pending: Sequence[PendingBatch], turn: Turn) -> None:
+        """One commit on its lane: pack the batches, insert them in one transaction, make it durable in turn."""
+        packed = [self._batch_tables(batch) for batch in pending]
+        merged = {
+            name: pa.concat_tables([tables[name] for tables in packed if name in tables])
+            for name in dict.fromkeys(name for tables in packed for name in tables)
+        }
+        batches = [([record.image_id for record in batch.images], batch.moments) for batch in pending]
+        turn.begin()
+        if self.live:
+            ids = [i for batch_ids, _ in batches for i in batch_ids]
+            con, temporary, final = shards.new_shard(self.db, self.layout, min(ids) if ids else 0)
+            self._insert(con, merged, batches, lambda: None)
+            shards.publish(con, temporary, final, before_rename=turn.durable)
+        else:
+            con = self.con.cursor()
+            try:
+                self._insert(con, merged, batches, turn.durable)
+            finally:
+                con.close()
+        for batch in pending:  # only this commit is between its turn and the next one's: counting is safe
+            self.images_written += len(batch.images)
+            self.skipped_written += len(batch.skipped)
 
     def _insert(
         self,
         con: duckdb.DuckDBPyConnection,
         tables: Mapping[str, pa.Table],
         batches: Sequence[tuple[list[int], BatchMoments | None]],
+        durable: Callable[[], None],
     ) -> None:
-        """Insert the registered Arrow tables and each batch's moments in one transaction on con."""
+        """Insert the Arrow tables and each batch's moments in one transaction on con; durable() runs just before
+        its COMMIT."""
+        for table, arrow in tables.items():
+            con.register(f"_saetui_batch_{table}", arrow)
         con.execute("BEGIN TRANSACTION")
         try:
             for table in tables:
@@ -247,6 +278,7 @@ class IndexWriter:
                         np.sum([moments.sum_x for _, moments in with_moments], axis=0).tolist(),
                     ],
                 )
+            durable()
             con.execute("COMMIT")
         except duckdb.ConstraintException as exc:
             _rollback(con)
@@ -256,6 +288,9 @@ class IndexWriter:
         except BaseException:
             _rollback(con)
             raise
+        finally:
+            for table in tables:
+                con.unregister(f"_saetui_batch_{table}")
 
     def record_skipped(self, path: str, reason: str, source_row: int | None = None, key: str | None = None) -> None:
         """Record one item that could not be indexed (its own transaction)."""
@@ -286,6 +321,7 @@ class IndexWriter:
     def finish_run(self) -> None:
         """Commit what is pending, merge a live run's shards, mark the run done and checkpoint."""
         self.flush()
+        self.drain()
         if self.live:
             shards.merge(self._reopen(), self.db)
         runs.mark_done(self.con, self.run_id)
@@ -296,16 +332,15 @@ class IndexWriter:
 
         A live run's shards are merged now if the file is free, else on the next start.
         """
-        if self.live and self._con is None:
+        try:
             self.flush()
-            try:
-                shards.merge(self._reopen(), self.db)
-            except DatabaseLockedError:
-                return
-        if self._con is not None:
-            try:
-                self.flush()
-            finally:
+            self.drain()
+            if self.live and self._con is None:
+                with contextlib.suppress(DatabaseLockedError):
+                    shards.merge(self._reopen(), self.db)
+        finally:
+            self._lanes.close()
+            if self._con is not None:
                 self._con.close()
                 self._con = None
 
@@ -317,7 +352,7 @@ class IndexWriter:
         """Close on leaving the block, error or not."""
         self.close()
 
-    def _batch_tables(
+    def _check_batch(
         self,
         images: Sequence[ImageRecord],
         tokens: np.ndarray,
@@ -325,21 +360,16 @@ class IndexWriter:
         values: np.ndarray,
         sse: np.ndarray,
         total_ss: np.ndarray,
-        skipped: Sequence[SkippedItem],
-    ) -> dict[str, pa.Table]:
-        """Check a batch's arrays and build the Arrow tables to insert, keyed by target table.
-
-        features and values are [images, tokens, K] with the unused slots of a token marked by feature -1.
-        """
+        embeddings: np.ndarray | None,
+    ) -> None:
+        """Raise ValueError unless the arrays fit: features and values [images, tokens, K] with the unused slots
+        of a token marked by feature -1, sse and total_ss [images, tokens], embeddings [images, E]."""
         count = len(images)
-        tokens = np.asarray(tokens)
-        features = np.asarray(features)
-        values = np.asarray(values, dtype=np.float32)
-        if tokens.ndim != 1:
-            raise ValueError(f"tokens must be one-dimensional, not of shape {tokens.shape}")
-        token_shape = (count, tokens.shape[0])
-        if features.ndim != 3 or features.shape[:2] != token_shape:
-            raise ValueError(f"features has shape {features.shape}, expected {(*token_shape, 'K')}")
+        if np.ndim(tokens) != 1:
+            raise ValueError(f"tokens must be one-dimensional, not of shape {np.shape(tokens)}")
+        token_shape = (count, len(tokens))
+        if np.ndim(features) != 3 or np.shape(features)[:2] != token_shape:
+            raise ValueError(f"features has shape {np.shape(features)}, expected {(*token_shape, 'K')}")
         if self.layout.k and features.shape[2] > self.layout.k:
             raise ValueError(
                 f"features has {features.shape[2]} pairs per token, the database keeps at most {self.layout.k}"
@@ -355,12 +385,31 @@ class IndexWriter:
             raise ValueError(f"features must be integers, not {features.dtype}")
         if features.size and (features.min() < -1 or features.max() >= self.layout.n_features):
             raise ValueError(f"features must lie in [0, {self.layout.n_features}) (-1 marks an unused slot)")
+        if embeddings is not None and count and np.shape(embeddings)[0] != count:
+            raise ValueError(f"embeddings has {np.shape(embeddings)[0]} rows for {count} images")
+
+    def _batch_tables(self, batch: PendingBatch) -> dict[str, pa.Table]:
+        """The Arrow tables of a checked batch, keyed by the table they go into."""
         tables: dict[str, pa.Table] = {}
-        if count:
+        images = batch.images
+        if images:
             tables["images"] = self._images_table(images)
-            tables["token_codes"] = self._codes_table(images, tokens, features, values, sse, total_ss)
-        if skipped:
-            now = runs.utc_now()
+            tables["token_codes"] = self._codes_table(
+                images, np.asarray(batch.tokens), np.asarray(batch.features),
+                np.asarray(batch.values, dtype=np.float32), batch.sse, batch.total_ss,
+            )  # fmt: skip
+        if batch.embeddings is not None and images:
+            rows = np.ascontiguousarray(batch.embeddings, dtype=np.float32)
+            tables["image_embeddings"] = pa.table(
+                {
+                    "image_id": pa.array([r.image_id for r in images], pa.int32()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(
+                        pa.array(rows.reshape(-1), pa.float32()), rows.shape[1]
+                    ),
+                }
+            )
+        if batch.skipped:
+            skipped, now = batch.skipped, runs.utc_now()
             tables["skipped"] = pa.table(
                 {
                     "path": pa.array([item.path for item in skipped], pa.string()),
@@ -404,7 +453,8 @@ class IndexWriter:
         count, n_tokens, width = features.shape
         rows = count * n_tokens
         flat_features = features.reshape(rows, width).astype(np.int64)
-        order = np.argsort(np.where(flat_features < 0, np.iinfo(np.int64).max, flat_features), axis=1, kind="stable")
+        # a token's features are distinct, so any sort gives the same order; unused slots (-1) go last
+        order = np.argsort(np.where(flat_features < 0, np.iinfo(np.int64).max, flat_features), axis=1)
         sorted_features = np.take_along_axis(flat_features, order, axis=1)
         sorted_values = np.take_along_axis(values.reshape(rows, width), order, axis=1)
         kept = sorted_features >= 0
@@ -414,16 +464,18 @@ class IndexWriter:
         image_ids = np.array([r.image_id for r in images], dtype=np.int64)
         serials = (image_ids[:, None] * n_tokens + np.arange(n_tokens)).reshape(-1)
         keys = self.layout.encode(np.repeat(serials, lengths), sorted_features[kept])
+        key_type = pa.uint32() if self.layout.key_bits == 32 else pa.uint64()
+        list_offsets = pa.array(offsets, pa.int32())  # typed arrays wrap numpy's buffers without a copy
         return pa.table(
             {
-                "image_id": pa.array(np.repeat(image_ids.astype(np.int32), n_tokens)),
-                "token": pa.array(np.tile(tokens.astype(np.int16), count)),
-                "feature_keys": pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys)),
+                "image_id": pa.array(np.repeat(image_ids.astype(np.int32), n_tokens), pa.int32()),
+                "token": pa.array(np.tile(tokens.astype(np.int16), count), pa.int16()),
+                "feature_keys": pa.ListArray.from_arrays(list_offsets, pa.array(keys, key_type)),
                 "feature_values": pa.ListArray.from_arrays(
-                    pa.array(offsets), pa.array(np.ascontiguousarray(sorted_values[kept], dtype=np.float32))
+                    list_offsets, pa.array(np.ascontiguousarray(sorted_values[kept], dtype=np.float32), pa.float32())
                 ),
-                "sse": pa.array(np.asarray(sse, dtype=np.float32).reshape(-1)),
-                "total_ss": pa.array(np.asarray(total_ss, dtype=np.float32).reshape(-1)),
+                "sse": pa.array(np.asarray(sse, dtype=np.float32).reshape(-1), pa.float32()),
+                "total_ss": pa.array(np.asarray(total_ss, dtype=np.float32).reshape(-1), pa.float32()),
             }
         )
 
