@@ -18,6 +18,7 @@ from saetui.models.preprocess import (
     Preprocessing,
     input_crop,
     load_preprocessing,
+    normalise,
     open_clip_normalisation,
     pixels_batch,
     preprocess_image,
@@ -154,3 +155,17 @@ def test_torchvision_rounding_would_shift_odd_margin_crops(model_dir: Path, hf_p
     expected = hf_processor(images=[image], return_tensors="np")["pixel_values"][0]
     assert np.abs(rounded - expected).max() > 0.1
     assert np.abs(preprocess_image(image, prep) - expected).max() <= 1e-6
+
+
+@pytest.mark.parametrize("reference", ["hf-clip", "open_clip"])
+def test_level_lookup_is_bit_identical_to_the_arithmetic(reference: str) -> None:
+    """to_pixels looks each level up in a 3 x 256 table: the same bits as normalise() over the whole image."""
+    prep = Preprocessing(224, 224, OPENAI_MEAN, OPENAI_STD, "test", reference)
+    rng = np.random.default_rng(7)
+    for shape in ((224, 224, 3), (17, 301, 3)):
+        array = rng.integers(0, 256, shape, dtype=np.uint8)
+        array[0, :3] = [[0, 0, 0], [255, 255, 255], [128, 1, 254]]
+        expected = normalise(array, prep).transpose(2, 0, 1)
+        got = to_pixels(Image.fromarray(array), prep)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
