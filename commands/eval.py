@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         ),
         device: Device = "auto",
         precision: str = typer.Option(
-            "fp32", "--precision", help="fp32, or bf16 (vision tower and SAE under autocast)."
+            "fp32", "--precision", help="fp32, tf32 (TF32 CUDA matmuls) or bf16 (vision tower and SAE under autocast)."
         ),
         limit: int | None = typer.Option(
             None, "--limit", help="Evaluate only the first N items of the source.", show_default=False

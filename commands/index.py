@@ -113,7 +113,11 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Images per forward pass."),
         device: Device = "auto",
-        precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (model and SAE encoder)."),
+        precision: str = typer.Option(
+            "fp32",
+            "--precision",
+            help="fp32, tf32 (float32 weights, TF32 CUDA matmuls) or bf16, for the model and the SAE encoder.",
+        ),
         tokens: str | None = typer.Option(
             None,
             "--tokens",

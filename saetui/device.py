@@ -6,9 +6,16 @@ A step resolves its device once with `resolve_device` (a name from the command l
 caller), builds its modules there, moves every host input onto it with `to_device` (numpy arrays, CPU tensors
 such as checkpoint rows and cached text embeddings), and copies results back with `to_host` only at its end.
 Checkpoints always load on the CPU (weights_only) and are moved by the step that uses them.
+
+The index engine feeds a GPU without waiting on it: a batch's pixels are staged in page-locked memory
+(`staging_buffer`) and copied with `to_device(..., non_blocking=True)`, and its results come back through
+`HostCopies`, which queues the copies and waits only when the arrays are asked for; on other devices both are
+the plain synchronous copies.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -66,10 +73,45 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def to_device(x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A host array or tensor on the step's device (and in dtype, if given)."""
+def to_device(
+    x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype | None = None, non_blocking: bool = False
+) -> torch.Tensor:
+    """A host array or tensor on the step's device (and in dtype, if given); non_blocking returns before a copy
+    from page-locked memory to a GPU ends (the GPU's stream orders it before the ops that use it)."""
     tensor = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device=device)
+    if dtype is not None:
+        return tensor.to(device=device, dtype=dtype, non_blocking=non_blocking)
+    return tensor.to(device=device, non_blocking=non_blocking)
+
+
+def staging_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """An empty float32 host tensor for inputs bound for device: page-locked for a GPU, so the copy is asynchronous."""
+    return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
+
+
+class HostCopies:
+    """A step's results on their way to the host: on a GPU, copies into page-locked memory queued behind the ops
+    that compute them, so the host can queue the next batch meanwhile; `arrays()` waits for them."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], device: torch.device) -> None:
+        """Queue the copies of tensors (all on device)."""
+        self._event = None
+        if device.type == "cuda":
+            self._tensors = {
+                name: torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                for name, t in tensors.items()
+            }
+            self._event = torch.cuda.Event()
+            self._event.record(torch.cuda.current_stream(device))
+        else:
+            self._tensors = dict(tensors)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The results as numpy arrays, once their copies have ended (owned copies: page-locked memory is reused)."""
+        if self._event is None:
+            return {name: to_host(t) for name, t in self._tensors.items()}
+        self._event.synchronize()
+        return {name: t.numpy().copy() for name, t in self._tensors.items()}
 
 
 def to_host(x: torch.Tensor) -> np.ndarray:

@@ -40,6 +40,7 @@ from saetui.ingest.pipeline import (
     Batch,
     Codes,
     Encoder,
+    PendingCodes,
     batched,
     prepare,
     prepared_in_order,
@@ -60,6 +61,7 @@ from saetui.progress import Progress
 from saetui.store.writer import BatchMoments, ImageRecord, IndexWriter, SkippedItem
 
 WRITE_QUEUE_BATCHES = 2  # finished batches waiting for the writer thread
+IN_FLIGHT_PER_DEVICE = 2  # batches queued on a device: one computing while the host queues the next
 SCALING_IMAGES = 2675  # saev estimated its input scaling from 2^19 activations: about 2,675 images of 196 patches
 
 
@@ -562,6 +564,14 @@ def estimate_scaling(
     return Normaliser("affine", torch.from_numpy(mean).float(), scale)
 
 
+def _taken(batch: Batch, work: Future[PendingCodes] | PendingCodes | None) -> tuple[Batch, Codes | None]:
+    """A batch with its codes, waiting for the device (and the lane thread that queued it) to finish them."""
+    if work is None:
+        return batch, None
+    pending = work.result() if isinstance(work, Future) else work
+    return batch, pending.result()
+
+
 def _run(
     pending: Iterator[ImageItem],
     options: IndexOptions,
@@ -573,8 +583,9 @@ def _run(
 ) -> None:
     """Drive the stages over the pending items and count what was done in summary.
 
-    With several encoders (one per device) batch i goes to encoder i mod n, each on a thread of its own, and the
-    results are written in batch order, so the database is the same as with one device.
+    Batch i goes to encoder i mod n (one per device; several each queue theirs from a thread of their own), each
+    device has IN_FLIGHT_PER_DEVICE batches queued so a GPU never waits for the host between two, and the results
+    are written in batch order, so the database is the same whatever the devices.
     """
     progress = Progress(summary.considered - summary.already_done, "index", stream=log)
     lookahead = max(2 * options.batch_size, 4 * options.workers)
@@ -582,26 +593,26 @@ def _run(
     batches = batched(prepared, options.batch_size)
     background = BatchWriter(writer)
     next_id = writer.next_image_id
-    several = len(encoders) > 1  # one thread per device; a single device computes on this thread, as always
+    several = len(encoders) > 1  # one thread per device; a single device is driven from this thread, as always
     lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"encode{i}") for i in range(len(encoders))] if several else []
-    in_flight: deque[tuple[Batch, Future[Codes] | None]] = deque()
+
+    def start(encoder: Encoder, batch: Batch) -> PendingCodes:
+        """Stage the batch's pixels for the encoder's device and queue its work there."""
+        return encoder.start(encoder.stage(batch))
 
     def encoded() -> Iterator[tuple[Batch, Codes | None]]:
-        """Batches with their codes, in batch order; one device computes here, several one batch each at once."""
-        if not several:
-            for batch in batches:
-                yield batch, encoders[0](batch.pixels()) if batch.images else None
-            return
+        """Batches with their codes, in batch order, IN_FLIGHT_PER_DEVICE batches queued on each device."""
+        in_flight: deque[tuple[Batch, Future[PendingCodes] | PendingCodes | None]] = deque()
         for number, batch in enumerate(batches):
             lane = number % len(encoders)
-            work = lanes[lane].submit(encoders[lane], batch.pixels()) if batch.images else None
+            work: Future[PendingCodes] | PendingCodes | None = None
+            if batch.images:
+                work = lanes[lane].submit(start, encoders[lane], batch) if several else start(encoders[lane], batch)
             in_flight.append((batch, work))
-            if len(in_flight) >= len(encoders):
-                done, future = in_flight.popleft()
-                yield done, future.result() if future is not None else None
+            if len(in_flight) >= IN_FLIGHT_PER_DEVICE * len(encoders):
+                yield _taken(*in_flight.popleft())
         while in_flight:
-            done, future = in_flight.popleft()
-            yield done, future.result() if future is not None else None
+            yield _taken(*in_flight.popleft())
 
     try:
         for batch, codes in encoded():

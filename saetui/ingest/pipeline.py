@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saetui.device import to_device, to_host
+from saetui.device import HostCopies, staging_buffer, to_device
 from saetui.families.sparse import SparseSae, reconstruction_error
 from saetui.ingest.decoding import SkippedImage, content_hash, decode_rgb
 from saetui.ingest.sources import ImageItem
@@ -73,9 +73,9 @@ class Batch:
         """How many source items the batch covers."""
         return len(self.images) + len(self.skipped)
 
-    def pixels(self) -> np.ndarray:
-        """float32 [B, 3, crop, crop] pixels of the batch's images."""
-        return np.stack([image.pixels for image in self.images])
+    def pixels(self, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 [B, 3, crop, crop] pixels of the batch's images (stacked into out, if given)."""
+        return np.stack([image.pixels for image in self.images], out=out)
 
 
 @dataclass(frozen=True)
@@ -227,22 +227,61 @@ class Encoder:
             x = x.index_select(1, self._select)
         return x.reshape(-1, x.shape[-1]), embeddings
 
+    def stage(self, batch: Batch) -> torch.Tensor:
+        """The batch's pixels in a host buffer for this encoder's device (page-locked on a GPU)."""
+        first = batch.images[0].pixels
+        buffer = staging_buffer((len(batch.images), *first.shape), self.trunk.device)
+        batch.pixels(out=buffer.numpy())
+        return buffer
+
     @torch.no_grad()
-    def __call__(self, pixels: np.ndarray) -> Codes:
-        """Codes of one batch of pixels [B, 3, H, W]."""
+    def start(self, pixels: np.ndarray | torch.Tensor) -> PendingCodes:
+        """Queue one batch of pixels [B, 3, H, W] (a staging buffer on a GPU): forward, encode, errors and the
+        copies back; on a GPU this returns before the device has finished, on the CPU once everything is done."""
         n_images = pixels.shape[0]
-        x, embeddings = self.activations(to_device(pixels, self.trunk.device))
+        device = self.trunk.device
+        x, embeddings = self.activations(to_device(pixels, device, non_blocking=True))
         values, indices = self.sae.encode(x)
         sse, total_ss = reconstruction_error(x, self.sae.reconstruct(x, values, indices))
-        shape = (n_images, len(self.tokens))
+        results = {
+            "values": values,
+            "features": indices.to(torch.int32),
+            "sse": sse,
+            "total_ss": total_ss,
+            "sum_x": x.sum(dim=0),  # float32 tree sums: MPS has no float64
+            "sum_sq": x.pow(2).sum(),
+        }
+        if embeddings is not None:
+            results["embeddings"] = embeddings
+        return PendingCodes(HostCopies(results, device), self.tokens, n_images, int(x.shape[0]))
+
+    def __call__(self, pixels: np.ndarray | torch.Tensor) -> Codes:
+        """Codes of one batch of pixels [B, 3, H, W], waiting for them."""
+        return self.start(pixels).result()
+
+
+@dataclass(frozen=True)
+class PendingCodes:
+    """A batch the encoder has queued: its results' copies to the host, and what shapes them into Codes."""
+
+    copies: HostCopies
+    tokens: np.ndarray
+    n_images: int
+    count: int  # stored tokens of the batch
+
+    def result(self) -> Codes:
+        """Wait for the copies and return the batch's Codes."""
+        arrays = self.copies.arrays()
+        shape = (self.n_images, len(self.tokens))
+        embeddings = arrays.get("embeddings")
         return Codes(
             tokens=self.tokens,
-            values=to_host(values).reshape(*shape, -1),
-            features=to_host(indices.to(torch.int32)).reshape(*shape, -1),
-            sse=to_host(sse).reshape(shape),
-            total_ss=to_host(total_ss).reshape(shape),
-            sum_x=to_host(x.sum(dim=0)).astype(np.float64),  # float32 tree sums: MPS has no float64
-            sum_sq=float(x.pow(2).sum()),
-            count=int(x.shape[0]),
-            embeddings=None if embeddings is None else to_host(embeddings),
+            values=arrays["values"].reshape(*shape, -1),
+            features=arrays["features"].reshape(*shape, -1),
+            sse=arrays["sse"].reshape(shape),
+            total_ss=arrays["total_ss"].reshape(shape),
+            sum_x=arrays["sum_x"].astype(np.float64),
+            sum_sq=float(arrays["sum_sq"]),
+            count=self.count,
+            embeddings=embeddings,
         )

@@ -14,13 +14,19 @@ from saetui.models.hooks import HookPoint
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# The dtype weights are kept in; tf32 keeps float32 weights and rounds CUDA matmul and convolution inputs to TF32.
+PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 
 
 def resolve_precision(name: str) -> torch.dtype:
-    """fp32|bf16 -> torch dtype."""
+    """fp32|tf32|bf16 -> the weights' dtype; also sets how CUDA computes float32 matmuls and convolutions, process
+    wide: TF32 tensor cores for tf32, IEEE float32 otherwise (PyTorch's own default rounds cuDNN convolutions, the
+    patch embedding, to TF32 even in float32). CPU arithmetic is never affected."""
     if name not in PRECISIONS:
-        raise UsageError(f"unknown precision {name!r}", "use fp32 or bf16")
+        raise UsageError(f"unknown precision {name!r}", f"use {', '.join(PRECISIONS)}")
+    mode = "tf32" if name == "tf32" else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
     return PRECISIONS[name]
 
 
