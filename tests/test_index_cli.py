@@ -11,8 +11,8 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pytest
+import torch
 
 from harness.badimages import copy_imagenet_sample
 from harness.fakehub import FetchedCache
@@ -176,16 +176,16 @@ def test_ctrl_c_keeps_whole_batches_and_the_run_resumes(
     first, _ = folders
     db, direct = tmp_path / "stopped.duckdb", tmp_path / "direct.duckdb"
     args = ("--tokens", "cls", "--batch-size", "1", "--no-stats")
-    original = pipeline.Encoder.__call__
+    original = pipeline.Encoder.start
     calls = [0]
 
-    def interrupted_on_second_batch(self: pipeline.Encoder, pixels: np.ndarray) -> pipeline.Codes:
+    def interrupted_on_second_batch(self: pipeline.Encoder, pixels: torch.Tensor) -> pipeline.PendingCodes:
         calls[0] += 1
         if calls[0] == 2:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, pixels)
 
-    monkeypatch.setattr(pipeline.Encoder, "__call__", interrupted_on_second_batch)
+    monkeypatch.setattr(pipeline.Encoder, "start", interrupted_on_second_batch)
     try:
         code, stderr = run_cli("index", str(first), "--db", str(db), *args)
     except KeyboardInterrupt:
@@ -195,7 +195,7 @@ def test_ctrl_c_keeps_whole_batches_and_the_run_resumes(
     assert "whole batches were kept: run the same command again to continue" in stderr
     assert fetch_all(db, "SELECT count(*), min(source_row) FROM images") == [(1, 0)]
     assert fetch_all(db, "SELECT status FROM runs") == [("running",)]
-    monkeypatch.setattr(pipeline.Encoder, "__call__", original)
+    monkeypatch.setattr(pipeline.Encoder, "start", original)
     code, stderr = run_cli("index", str(first), "--db", str(db), *args)
     assert code == 0 and "continuing run 1: 2 of 3 items to index" in stderr
     assert run_cli("index", str(first), "--db", str(direct), *args)[0] == 0

@@ -603,14 +603,19 @@ def _run(
     def encoded() -> Iterator[tuple[Batch, Codes | None]]:
         """Batches with their codes, in batch order, IN_FLIGHT_PER_DEVICE batches queued on each device."""
         in_flight: deque[tuple[Batch, Future[PendingCodes] | PendingCodes | None]] = deque()
-        for number, batch in enumerate(batches):
-            lane = number % len(encoders)
-            work: Future[PendingCodes] | PendingCodes | None = None
-            if batch.images:
-                work = lanes[lane].submit(start, encoders[lane], batch) if several else start(encoders[lane], batch)
-            in_flight.append((batch, work))
-            if len(in_flight) >= IN_FLIGHT_PER_DEVICE * len(encoders):
+        try:
+            for number, batch in enumerate(batches):
+                lane = number % len(encoders)
+                work: Future[PendingCodes] | PendingCodes | None = None
+                if batch.images:
+                    work = lanes[lane].submit(start, encoders[lane], batch) if several else start(encoders[lane], batch)
+                in_flight.append((batch, work))
+                if len(in_flight) >= IN_FLIGHT_PER_DEVICE * len(encoders):
+                    yield _taken(*in_flight.popleft())
+        except KeyboardInterrupt:  # the batches already queued are finished and written, then the run stops
+            while in_flight:
                 yield _taken(*in_flight.popleft())
+            raise
         while in_flight:
             yield _taken(*in_flight.popleft())
 
