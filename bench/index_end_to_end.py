@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from random_models import random_scope_sae  # noqa: E402
 
+from saetui.device import resolve_devices  # noqa: E402
 from saetui.hub import FetchedSae  # noqa: E402
 from saetui.ingest.indexer import IndexOptions, index_images  # noqa: E402
 from saetui.ingest.sources import open_source  # noqa: E402
@@ -106,16 +107,16 @@ class StartClock(io.TextIOBase):
 
 
 class GpuSampler:
-    """Mean `nvidia-smi` GPU utilisation (percent) while it runs, sampled every 100 ms."""
+    """Mean `nvidia-smi` GPU utilisation (percent, over the GPUs and the samples) while it runs, every 100 ms."""
 
-    def __init__(self, index: int) -> None:
-        """Start sampling GPU `index`, if nvidia-smi exists."""
+    def __init__(self, indices: list[int]) -> None:
+        """Start sampling the GPUs with these indices, if nvidia-smi exists."""
         self.samples: list[float] = []
         self._process = None
         if shutil.which("nvidia-smi"):
             self._process = subprocess.Popen(
-                ["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                 "-lms", "100"],
+                ["nvidia-smi", f"--id={','.join(map(str, indices))}", "--query-gpu=utilization.gpu",
+                 "--format=csv,noheader,nounits", "-lms", "100"],
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             threading.Thread(target=self._read, daemon=True).start()
@@ -155,8 +156,9 @@ def main() -> None:
         source = open_source(str(linked_source(root / "images", args.images)))
         extra = {k: v for k, v in (("writers", args.writers), ("workers", args.workers)) if v}
         options = IndexOptions(batch_size=args.batch_size, device=args.device, precision=args.precision, **extra)
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
-        sampler = GpuSampler(device.index or 0) if device.type == "cuda" else None
+        devices = resolve_devices(args.device)
+        gpus = [d.index or 0 for d in devices if d.type == "cuda"]
+        sampler = GpuSampler(gpus) if gpus else None
         clock = StartClock()
         wall, cpu = time.perf_counter(), time.process_time()
         summary = index_images(source, fetched, root / "bench.duckdb", options, log=clock)
@@ -164,7 +166,8 @@ def main() -> None:
         wall, cpu, run = ended - wall, time.process_time() - cpu, ended - (clock.started or wall)
         busy = sampler.stop() if sampler is not None else None
         size = (root / "bench.duckdb").stat().st_size
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    cores = f"{os.cpu_count()} CPU cores"
+    name = ", ".join(torch.cuda.get_device_name(d) if d.type == "cuda" else cores for d in devices)
     print(f"{args.model} layer {args.layer}, {args.precision}, batch {args.batch_size}, "
           f"{options.workers} decode threads, {options.writers} commit lanes, on {name}")  # fmt: skip
     print(f"{summary.indexed} images ({summary.pairs_stored:,} pairs) in {run:.1f} s after loading "

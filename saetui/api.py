@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from saetui.errors import DataError
+from saetui.naming.notes import check_feature
 from saetui.paths import default_db
 from saetui.stats import queries
 from saetui.store import annotations
@@ -179,9 +180,7 @@ class Database:
 
     def set_note(self, feature: int, text: str, tags: list[str] | None = None) -> None:
         """Write a feature's note in the side file (empty text and no tags delete it); the database is untouched."""
-        width = int(self.run().get("n_features") or 0)
-        if not 0 <= feature < width:
-            raise DataError(f"feature {feature} does not exist", f"the SAE has features 0 to {width - 1}")
+        check_feature(feature, int(self.run().get("n_features") or 0))
         Annotations(self.path).set_note(feature, text, tags or [])
 
     def explanations(self) -> pl.DataFrame:

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,7 +24,9 @@ import pytest
 from PIL import Image
 
 from harness.fake_vlm import FakeVlm
+from saetui.api import open as open_database
 from saetui.demo import DemoWorkspace, build_demo
+from saetui.errors import UsageError
 from saetui.naming.endpoint import Endpoint
 from saetui.naming.explain import clean_answer
 from saetui.naming.export import PARQUET_COLUMNS
@@ -428,3 +431,42 @@ def test_reading_the_side_file_never_writes_it(db: Path) -> None:
     assert rows(db, "SELECT text FROM notes") == [("read me",)]
     assert Annotations(db).note(2).text == "read me" and Annotations(db).latest_explanations() == {}
     assert (side.read_bytes(), side.stat().st_mtime_ns) == before
+
+
+def test_the_side_file_appears_whole(tmp_path: Path) -> None:
+    """Readers polling for a side file being created never meet it without its tables; no temporary file stays."""
+    db = tmp_path / "fresh.duckdb"
+    errors: list[Exception] = []
+    seen = threading.Event()
+
+    def read_until_seen() -> None:
+        while not seen.is_set():
+            if side_path(db).exists():
+                try:
+                    Annotations(db).notes()
+                    Annotations(db).explained("m", "v1")
+                except Exception as error:  # noqa: BLE001 - collected for the assertion below
+                    errors.append(error)
+                seen.set()
+
+    readers = [threading.Thread(target=read_until_seen) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    Annotations(db).set_note(1, "first note")
+    seen.wait(10)
+    for reader in readers:
+        reader.join(10)
+    assert not errors
+    assert [n.text for n in Annotations(db).notes()] == ["first note"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_api_writes_notes_and_refuses_a_missing_feature_as_the_cli_does(db: Path) -> None:
+    """db.set_note checks the feature with the CLI's own rule: the same one-line error, and nothing written."""
+    with open_database(db) as opened:
+        width = int(opened.run()["n_features"])
+        with pytest.raises(UsageError) as refused:
+            opened.set_note(width, "beyond the SAE")
+        assert refused.value.one_line() == f"feature {width} does not exist (the SAE has features 0 to {width - 1})"
+        opened.set_note(3, "stripes", ["todo"])
+    assert [(n.key, n.text, n.tags) for n in Annotations(db).notes()] == [(3, "stripes", ("todo",))]

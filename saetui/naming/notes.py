@@ -11,6 +11,12 @@ from saetui.store.annotations import Annotations, Note, clean_tags
 from saetui.store.connection import connect
 
 
+def check_feature(feature: int, width: int) -> None:
+    """Raise the one-line error unless feature is one of the SAE's width features."""
+    if not 0 <= feature < width:
+        raise UsageError(f"feature {feature} does not exist", f"the SAE has features 0 to {width - 1}")
+
+
 def check_key(db: Path, key: int, kind: str) -> None:
     """Raise a one-line error unless the database has this feature (below the SAE's width) or image id."""
     con = connect(db, read_only=True)
@@ -20,8 +26,7 @@ def check_key(db: Path, key: int, kind: str) -> None:
             width = row[0] if row else None
             if width is None:
                 raise NotFoundError(f"{db} has no run", "index images first: saetui index SOURCE --db PATH")
-            if not 0 <= key < int(width):
-                raise UsageError(f"feature {key} does not exist", f"the SAE has features 0 to {int(width) - 1}")
+            check_feature(key, int(width))
         else:
             found = con.execute("SELECT 1 FROM images WHERE image_id = ?", [key]).fetchone()
             if found is None:

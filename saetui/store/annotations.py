@@ -123,6 +123,28 @@ def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _create(path: Path) -> None:
+    """Create the side file whole: schema and WAL mode in a private file, then linked into place, so a reader never
+    meets a file without its tables (and two first writers never replace each other's file)."""
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        with closing(sqlite3.connect(temporary)) as con:
+            con.execute("PRAGMA journal_mode = WAL")
+            con.executescript(_SQLITE_SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SIDE_SCHEMA_VERSION)])
+            con.commit()
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another writer created it first: use theirs
+            return
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class Annotations:
     """The side file of one database, opened for reading and writing (created on first write)."""
 
@@ -138,6 +160,8 @@ class Annotations:
         if write:
             if not self.path.parent.is_dir():
                 raise DataError(f"folder {self.path.parent} does not exist", "create it or choose another --db")
+            if not self.path.exists():
+                _create(self.path)
             con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
         elif self.path.exists():
             con = _read_only(self.path)
