@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    torch.manual_seed(0)  # the random tower is the same in every run
     model = open_clip.create_model("ViT-L-14").eval().requires_grad_(False)
     weights = random_scope_sae()
     pixels = torch.randn(args.images, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
