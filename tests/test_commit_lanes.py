@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,24 +90,26 @@ def test_a_checkpoint_runs_alone_between_commits() -> None:
     assert [e for e in events if e.startswith("commit")] == [f"commit {n}" for n in range(7)]
 
 
+def failing_job(number: int, durable: list[int], fails: int, error: Exception) -> Callable[[Turn], None]:
+    """A commit job that records its number once durable, or raises error if it is commit `fails`."""
+
+    def run(turn: Turn) -> None:
+        turn.begin()
+        if number == fails:
+            raise error
+        turn.durable()
+        durable.append(number)
+
+    return run
+
+
 def test_a_failed_commit_stops_the_later_ones() -> None:
     """The first real error is raised (not the later commits' Abandoned); no later commit becomes durable."""
     lanes = OrderedLanes(2)
     durable: list[int] = []
-
-    def job(number: int):
-        def run(turn: Turn) -> None:
-            turn.begin()
-            if number == 2:
-                raise RuntimeError("disk full")
-            turn.durable()
-            durable.append(number)
-
-        return run
-
     with pytest.raises(RuntimeError, match="disk full"):
         for number in range(8):
-            lanes.submit(job(number))
+            lanes.submit(failing_job(number, durable, 2, RuntimeError("disk full")))
         lanes.drain()
     lanes.close()
     assert durable == [0, 1]
@@ -116,21 +119,10 @@ def test_one_lane_raises_at_once_and_goes_on() -> None:
     """On one lane a failed commit raises in the caller and never happened: the next commit takes its turn."""
     lanes = OrderedLanes(1)
     durable: list[int] = []
-
-    def job(number: int):
-        def run(turn: Turn) -> None:
-            turn.begin()
-            if number == 1:
-                raise ValueError("bad batch")
-            turn.durable()
-            durable.append(number)
-
-        return run
-
-    lanes.submit(job(0))
+    lanes.submit(failing_job(0, durable, 1, ValueError("bad batch")))
     with pytest.raises(ValueError, match="bad batch"):
-        lanes.submit(job(1))
-    lanes.submit(job(2))
+        lanes.submit(failing_job(1, durable, 1, ValueError("bad batch")))
+    lanes.submit(failing_job(2, durable, 1, ValueError("bad batch")))
     lanes.drain()
     assert durable == [0, 2]
 

@@ -58,10 +58,11 @@ class OrderedLanes:
         """Run job (and then checkpoint, if given) as the next commit; with several lanes, waits while every lane
         is busy and raises the error of an earlier commit that failed."""
         self.raise_error()
-        turn = Turn(self, self._submitted)
-        self._submitted += 1
-        if checkpoint is not None:
-            self._checkpoints.add(turn.number)
+        with self._changed:  # the lanes read these while they wait
+            turn = Turn(self, self._submitted)
+            self._submitted += 1
+            if checkpoint is not None:
+                self._checkpoints.add(turn.number)
         if self._pool is None:
             self._run(job, checkpoint, turn)
             return
