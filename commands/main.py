@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="saetui")
     except SystemExit as exc:
         code = exc.code
+        if code == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C inside a command into Exit(130)
+            error_line("interrupted")
         return code if isinstance(code, int) else (0 if code is None else ExitCode.ERROR)
     except SaetuiError as exc:
         error_line(exc.one_line())

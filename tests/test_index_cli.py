@@ -193,6 +193,7 @@ def test_ctrl_c_keeps_whole_batches_and_the_run_resumes(
     assert code == 130
     assert "index interrupted: 1 image indexed, 0 skipped" in stderr
     assert "whole batches were kept: run the same command again to continue" in stderr
+    assert stderr.rstrip().endswith("saetui: error: interrupted")  # exit 130 says so in its one line
     assert fetch_all(db, "SELECT count(*), min(source_row) FROM images") == [(1, 0)]
     assert fetch_all(db, "SELECT status FROM runs") == [("running",)]
     monkeypatch.setattr(pipeline.Encoder, "start", original)
