@@ -8,7 +8,7 @@ such as checkpoint rows and cached text embeddings), and copies results back wit
 Checkpoints always load on the CPU (weights_only) and are moved by the step that uses them.
 
 The index engine feeds a GPU without waiting on it: a batch's pixels are staged in page-locked memory
-(`staging_buffer`) and copied with `to_device(..., non_blocking=True)`, and its results come back through
+(`staging_buffer`) and copied without blocking (`upload`), and its results come back through
 `HostCopies`, which queues the copies and waits only when the arrays are asked for; on other devices both are
 the plain synchronous copies.
 """
@@ -73,20 +73,21 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def to_device(
-    x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype | None = None, non_blocking: bool = False
-) -> torch.Tensor:
-    """A host array or tensor on the step's device (and in dtype, if given); non_blocking returns before a copy
-    from page-locked memory to a GPU ends (the GPU's stream orders it before the ops that use it)."""
+def to_device(x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A host array or tensor on the step's device (and in dtype, if given)."""
     tensor = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    if dtype is not None:
-        return tensor.to(device=device, dtype=dtype, non_blocking=non_blocking)
-    return tensor.to(device=device, non_blocking=non_blocking)
+    return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device=device)
 
 
 def staging_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """An empty float32 host tensor for inputs bound for device: page-locked for a GPU, so the copy is asynchronous."""
     return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
+
+
+def upload(buffer: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A staging buffer's contents on device: on a GPU copied from page-locked memory without blocking the host
+    (the stream orders the copy before the ops that use it); elsewhere a plain copy."""
+    return buffer.to(device=device, non_blocking=device.type == "cuda")
 
 
 class HostCopies:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saetui.device import HostCopies, staging_buffer, to_device
+from saetui.device import HostCopies, staging_buffer, to_device, upload
 from saetui.families.sparse import SparseSae, reconstruction_error
 from saetui.ingest.decoding import SkippedImage, content_hash, decode_rgb
 from saetui.ingest.sources import ImageItem
@@ -236,11 +236,12 @@ class Encoder:
 
     @torch.no_grad()
     def start(self, pixels: np.ndarray | torch.Tensor) -> PendingCodes:
-        """Queue one batch of pixels [B, 3, H, W] (a staging buffer on a GPU): forward, encode, errors and the
-        copies back; on a GPU this returns before the device has finished, on the CPU once everything is done."""
+        """Queue one batch of pixels [B, 3, H, W] (best a `stage` buffer): forward, encode, errors and the copies
+        back; on a GPU this returns before the device has finished, on the CPU once everything is done."""
         n_images = pixels.shape[0]
         device = self.trunk.device
-        x, embeddings = self.activations(to_device(pixels, device, non_blocking=True))
+        on_device = upload(pixels, device) if isinstance(pixels, torch.Tensor) else to_device(pixels, device)
+        x, embeddings = self.activations(on_device)
         values, indices = self.sae.encode(x)
         sse, total_ss = reconstruction_error(x, self.sae.reconstruct(x, values, indices))
         results = {
