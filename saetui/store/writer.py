@@ -201,6 +201,7 @@ class IndexWriter:
         Batches are committed together once `commit_images` images are pending (one transaction each time, so a
         kill keeps whole commits only); flush(), finish_run() and close() commit what is pending.
         """
+        tokens, features, values = np.asarray(tokens), np.asarray(features), np.asarray(values, dtype=np.float32)
         self._check_batch(images, tokens, features, values, sse, total_ss, embeddings)
         self._pending.append(
             PendingBatch(images, tokens, features, values, sse, total_ss, skipped, embeddings, moments)
@@ -395,9 +396,8 @@ class IndexWriter:
         if images:
             tables["images"] = self._images_table(images)
             tables["token_codes"] = self._codes_table(
-                images, np.asarray(batch.tokens), np.asarray(batch.features),
-                np.asarray(batch.values, dtype=np.float32), batch.sse, batch.total_ss,
-            )  # fmt: skip
+                images, batch.tokens, batch.features, batch.values, batch.sse, batch.total_ss
+            )
         if batch.embeddings is not None and images:
             rows = np.ascontiguousarray(batch.embeddings, dtype=np.float32)
             tables["image_embeddings"] = pa.table(
