@@ -152,7 +152,7 @@ def test_several_lanes_write_the_one_lane_database(tmp_path: Path, monkeypatch: 
     write_run(tmp_path / "one.duckdb", 1, live)
     write_run(tmp_path / "three.duckdb", 3, live)
     assert dump(tmp_path / "three.duckdb") == dump(tmp_path / "one.duckdb")
-    assert not published(tmp_path / "three.duckdb")
+    assert not shard_dir(tmp_path / "three.duckdb").exists()  # merged: the single file again, no empty folder
 
 
 @pytest.mark.parametrize("live", [False, True], ids=["single-file", "live"])

@@ -25,7 +25,7 @@ from harness.badimages import copy_imagenet_sample
 from harness.fakehub import FetchedCache
 from saetui.commands.main import main
 from saetui.store.connection import connect
-from saetui.store.shards import published
+from saetui.store.shards import published, shard_dir
 
 ARGS = ("--batch-size", "2", "--commit-every", "2", "--workers", "1", "--no-stats")
 LIVE = ("--live", "--writers", "2")  # shards written on two commit lanes, published in order
@@ -171,7 +171,7 @@ def test_kills_then_resume_give_the_uninterrupted_database(
     moments = "SELECT sum(tokens), sum(sum_sq) FROM batch_moments"
     (tokens, sum_sq), (ref_tokens, ref_sum_sq) = fetch_all(db, moments)[0], fetch_all(reference, moments)[0]
     assert tokens == ref_tokens and sum_sq == pytest.approx(ref_sum_sq, rel=1e-6)
-    assert not published(db)  # the finished live run merged its shards: one file again
+    assert not published(db) and not shard_dir(db).exists()  # the finished run merged its shards: one file again
 
 
 def test_a_live_index_is_readable_while_it_grows(hub_in_process: FetchedCache, tmp_path: Path) -> None:

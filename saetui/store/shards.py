@@ -101,6 +101,8 @@ def merge(con: duckdb.DuckDBPyConnection, db: Path) -> int:
                 con.execute(f"DETACH _shard{i}")
     for shard in shards:
         shard.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the single-file layout again: no empty folder left beside it
+        shard_dir(db).rmdir()
     return len(shards)
 
 
