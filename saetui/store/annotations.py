@@ -123,6 +123,12 @@ def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _install_schema(con: sqlite3.Connection) -> None:
+    """Create whatever tables of the side file's schema are missing, and record its version."""
+    con.executescript(_SQLITE_SCHEMA)
+    con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SIDE_SCHEMA_VERSION)])
+
+
 def _create(path: Path) -> None:
     """Create the side file whole: schema and WAL mode in a private file, then linked into place, so a reader never
     meets a file without its tables (and two first writers never replace each other's file)."""
@@ -131,8 +137,7 @@ def _create(path: Path) -> None:
     try:
         with closing(sqlite3.connect(temporary)) as con:
             con.execute("PRAGMA journal_mode = WAL")
-            con.executescript(_SQLITE_SCHEMA)
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SIDE_SCHEMA_VERSION)])
+            _install_schema(con)
             con.commit()
         try:
             os.link(temporary, path)
@@ -172,8 +177,7 @@ class Annotations:
                 if write:
                     con.execute("PRAGMA journal_mode = WAL")
                 if write or not self.path.exists():
-                    con.executescript(_SQLITE_SCHEMA)
-                    con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SIDE_SCHEMA_VERSION)])
+                    _install_schema(con)
                 yield con
                 if write:
                     con.commit()

@@ -363,14 +363,15 @@ class IndexWriter:
         total_ss: np.ndarray,
         embeddings: np.ndarray | None,
     ) -> None:
-        """Raise ValueError unless the arrays fit: features and values [images, tokens, K] with the unused slots
-        of a token marked by feature -1, sse and total_ss [images, tokens], embeddings [images, E]."""
+        """Raise ValueError unless the arrays fit (tokens, features and values already numpy arrays): features and
+        values [images, tokens, K] with the unused slots of a token marked by feature -1, sse and total_ss
+        [images, tokens], embeddings [images, E]."""
         count = len(images)
-        if np.ndim(tokens) != 1:
-            raise ValueError(f"tokens must be one-dimensional, not of shape {np.shape(tokens)}")
-        token_shape = (count, len(tokens))
-        if np.ndim(features) != 3 or np.shape(features)[:2] != token_shape:
-            raise ValueError(f"features has shape {np.shape(features)}, expected {(*token_shape, 'K')}")
+        if tokens.ndim != 1:
+            raise ValueError(f"tokens must be one-dimensional, not of shape {tokens.shape}")
+        token_shape = (count, tokens.shape[0])
+        if features.ndim != 3 or features.shape[:2] != token_shape:
+            raise ValueError(f"features has shape {features.shape}, expected {(*token_shape, 'K')}")
         if self.layout.k and features.shape[2] > self.layout.k:
             raise ValueError(
                 f"features has {features.shape[2]} pairs per token, the database keeps at most {self.layout.k}"
