@@ -137,9 +137,9 @@ def dump(db: Path) -> dict[str, list[tuple]]:
 
 
 def write_run(db: Path, lanes: int, live: bool, n_batches: int = 12) -> None:
-    """A run of n_batches batches of 3 images, 2 batches per commit."""
+    """A run of n_batches batches of 3 images, 2 batches per commit (live: compacted every 2 shards)."""
     with IndexWriter.open(db, SETTINGS, source="/src", source_items=3 * n_batches, commit_images=6, live=live,
-                          lanes=lanes) as writer:  # fmt: skip
+                          lanes=lanes, fanout=2) as writer:  # fmt: skip
         for batch in range(n_batches):
             write_images(writer, [3 * batch, 3 * batch + 1, 3 * batch + 2])
         writer.finish_run()

@@ -178,22 +178,16 @@ def test_batch_is_atomic_and_duplicates_are_refused(tmp_path: Path) -> None:
     con.close()
 
 
-def test_skipped_only_batch_and_record_skipped(tmp_path: Path) -> None:
-    """Skipped items go in with a batch (even one without images) or alone, and count as done for the source."""
+def test_skipped_only_batches(tmp_path: Path) -> None:
+    """Skipped items go in with a batch, even one without images, and count as done for the source."""
     db = tmp_path / "s.duckdb"
     with IndexWriter.open(db, SETTINGS, source="/src") as writer:
         empty_pairs, empty_tokens = np.zeros((0, 0, 8), np.int32), np.zeros((0, 0), np.float32)
-        writer.write_batch(
-            [],
-            np.zeros(0, np.int16),
-            empty_pairs,
-            empty_pairs.astype(np.float32),
-            empty_tokens,
-            empty_tokens,
-            None,
-            [SkippedItem("/src/bad.jpg", "corrupt JPEG", 4)],
-        )
-        writer.record_skipped("/src/empty.jpg", "empty file", 5)
+        for skipped in (SkippedItem("/src/bad.jpg", "corrupt JPEG", 4), SkippedItem("/src/empty.jpg", "empty file", 5)):
+            writer.write_batch(
+                [], np.zeros(0, np.int16), empty_pairs, empty_pairs.astype(np.float32), empty_tokens, empty_tokens,
+                None, [skipped],
+            )  # fmt: skip
     with IndexWriter.open(db, SETTINGS, source="/src") as writer:
         assert writer.resumed and writer.done_keys == {"/src/bad.jpg", "/src/empty.jpg"}
     con = connect(db)
@@ -302,14 +296,17 @@ CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
 import test_store
-test_store.index_fake_source({db!r}, {n_images}, {batch}, {lanes})
+test_store.index_fake_source({db!r}, {n_images}, {batch}, {lanes}, {live})
 """
 
 
-def index_fake_source(db: str, n_images: int, batch: int, lanes: int = 1) -> None:
-    """Index a fake source of n_images items (every 7th one skipped) the way saetui index does, printing progress."""
+def index_fake_source(db: str, n_images: int, batch: int, lanes: int = 1, live: bool = False) -> None:
+    """Index a fake source of n_images items (every 7th one skipped) the way saetui index does, printing progress;
+    live: as shards compacted every two, so kills also land in compactions."""
     writer_module.CHECKPOINT_ROWS = 3 * batch * TOKENS  # checkpoints happen mid-run, so kills can land in one
-    with IndexWriter.open(db, SETTINGS, source="/src", source_items=n_images, lanes=lanes) as writer:
+    with IndexWriter.open(
+        db, SETTINGS, source="/src", source_items=n_images, lanes=lanes, live=live, fanout=2
+    ) as writer:
         pending = [row for row in range(n_images) if f"/src/{row}.jpg" not in writer.done_keys]
         next_id = writer.next_image_id
         for start in range(0, len(pending), batch):
@@ -342,19 +339,22 @@ def check_integrity(db: Path, n_tokens: int = TOKENS) -> int:
     return int(images)
 
 
-@pytest.mark.parametrize("lanes", [1, 3], ids=["one-lane", "three-lanes"])
-def test_sigkill_at_random_moments_then_resume(tmp_path: Path, lanes: int) -> None:
+@pytest.mark.parametrize(
+    ("lanes", "live"), [(1, False), (3, False), (2, True)], ids=["one-lane", "three-lanes", "live-compacting"]
+)
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path, lanes: int, live: bool) -> None:
     """SIGKILL at random moments of a writing process leaves whole batches only, and resuming each time ends with
-    exactly the rows of an uninterrupted one-lane run (commits on three lanes become durable in order)."""
+    exactly the rows of an uninterrupted one-lane single-file run (commits on several lanes become durable in
+    order; live shards compacted under the kills count once)."""
     n_images, batch = 60, 3
     tests = str(Path(__file__).parent)
 
-    def child(db: Path, lanes: int = lanes) -> subprocess.Popen[str]:
-        code = CHILD.format(tests=tests, db=str(db), n_images=n_images, batch=batch, lanes=lanes)
+    def child(db: Path, lanes: int = lanes, live: bool = live) -> subprocess.Popen[str]:
+        code = CHILD.format(tests=tests, db=str(db), n_images=n_images, batch=batch, lanes=lanes, live=live)
         return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
     reference = tmp_path / "reference.duckdb"
-    assert child(reference, 1).communicate(timeout=120)[0].strip().endswith("done")
+    assert child(reference, 1, False).communicate(timeout=120)[0].strip().endswith("done")
 
     db = tmp_path / "killed.duckdb"
     rng = random.Random(1234 + lanes)

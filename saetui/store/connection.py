@@ -47,6 +47,8 @@ def connect(path: str | os.PathLike[str], read_only: bool = True) -> duckdb.Duck
         raise DatabaseLockedError(
             f"{db} is already open in this process with other settings ({_first_line(exc)})"
         ) from None
+    except duckdb.ResourceInUseException as exc:  # a live run's writer and a reader in one process
+        raise DatabaseLockedError(f"{db} is open elsewhere in this process ({_first_line(exc)})") from None
     load_into(con, db)  # notes, explanations and scores from the side file, as plain table names
     return con
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 from saetui.errors import DatabaseLockedError, DataError
 from saetui.store import runs, shards
 from saetui.store.commits import OrderedLanes, Turn
+from saetui.store.compaction import FANOUT, Compactor
 from saetui.store.connection import connect, remove_database
 from saetui.store.schema import SCHEMA_VERSION, CodeLayout, create_schema, read_layout, schema_version
 
@@ -105,12 +106,14 @@ class IndexWriter:
         commit_images: int = 1,
         live: bool = False,
         lanes: int = 1,
+        fanout: int = FANOUT,
     ) -> None:
         """Wrap an open read-write connection; use IndexWriter.open to get one.
 
         live: commits become published shards (saetui.store.shards) and the database file is released until the
-        run finishes, so readers can open it while it grows. lanes: threads that pack and insert commits, made
-        durable in order (saetui.store.commits).
+        run finishes, so readers can open it while it grows; every `fanout` shards of a level are compacted into
+        one (saetui.store.compaction). lanes: threads that pack and insert commits, made durable in order
+        (saetui.store.commits).
         """
         self._con: duckdb.DuckDBPyConnection | None = con
         self.db = db
@@ -128,9 +131,11 @@ class IndexWriter:
         self._pending_images = 0
         self._lanes = OrderedLanes(lanes)
         self.live = live
+        self._compactor: Compactor | None = None
         if live:  # release the file: commits go to shards until finish_run / close merges them
             con.close()
             self._con = None
+            self._compactor = Compactor(db, layout, shards.new_session(), fanout)
 
     @classmethod
     def open(
@@ -144,6 +149,7 @@ class IndexWriter:
         commit_images: int = 1,
         live: bool = False,
         lanes: int = 1,
+        fanout: int = FANOUT,
     ) -> IndexWriter:
         """Open (creating if new) the database for a run over source, continuing the run with the same settings.
 
@@ -174,7 +180,9 @@ class IndexWriter:
         except BaseException:
             con.close()
             raise
-        return cls(con, db, layout, source, run_id, next_id, found is not None, done, commit_images, live, lanes)
+        return cls(
+            con, db, layout, source, run_id, next_id, found is not None, done, commit_images, live, lanes, fanout
+        )
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -213,6 +221,8 @@ class IndexWriter:
     def flush(self) -> None:
         """Hand the pending batches to the commit lanes as one commit; a checkpoint follows once enough rows have
         accumulated. With one lane the commit is durable when this returns, with more after drain()."""
+        if self._compactor is not None:
+            self._compactor.raise_error()
         if not self._pending:
             return
         pending, self._pending, self._pending_images = self._pending, [], 0
@@ -235,11 +245,17 @@ class IndexWriter:
         }
         batches = [([record.image_id for record in batch.images], batch.moments) for batch in pending]
         turn.begin()
-        if self.live:
-            ids = [i for batch_ids, _ in batches for i in batch_ids]
-            con, temporary, final = shards.new_shard(self.db, self.layout, min(ids) if ids else 0)
-            self._insert(con, merged, batches, lambda: None)
+        if self._compactor is not None:
+            final = shards.shard_path(self.db, self._compactor.session, turn.number, turn.number)
+            con, temporary = shards.new_shard(final, self.layout)
+            try:
+                self._insert(con, merged, batches, lambda: None)
+            except BaseException:
+                con.close()
+                temporary.unlink(missing_ok=True)
+                raise
             shards.publish(con, temporary, final, before_rename=turn.durable)
+            self._compactor.published()
         else:
             con = self.con.cursor()
             try:
@@ -293,15 +309,6 @@ class IndexWriter:
             for table in tables:
                 con.unregister(f"_saetui_batch_{table}")
 
-    def record_skipped(self, path: str, reason: str, source_row: int | None = None, key: str | None = None) -> None:
-        """Record one item that could not be indexed (its own transaction)."""
-        self.con.execute(
-            "INSERT INTO skipped BY NAME SELECT ? AS path, ? AS reason, ? AS source_row, ? AS item_key, "
-            "? AS run_id, ? AS skipped_at",
-            [path, reason, source_row, key or path, self.run_id, runs.utc_now()],
-        )
-        self.skipped_written += 1
-
     def checkpoint(self) -> None:
         """Write everything committed into the compressed file and empty the write-ahead log."""
         self.con.execute("CHECKPOINT")
@@ -323,7 +330,8 @@ class IndexWriter:
         """Commit what is pending, merge a live run's shards, mark the run done and checkpoint."""
         self.flush()
         self.drain()
-        if self.live:
+        if self._compactor is not None:
+            self._compactor.close()
             shards.merge(self._reopen(), self.db)
         runs.mark_done(self.con, self.run_id)
         self.checkpoint()
@@ -334,8 +342,12 @@ class IndexWriter:
         A live run's shards are merged now if the file is free, else on the next start.
         """
         try:
-            self.flush()
-            self.drain()
+            try:
+                self.flush()
+                self.drain()
+            finally:
+                if self._compactor is not None:
+                    self._compactor.close()
             if self.live and self._con is None:
                 with contextlib.suppress(DatabaseLockedError):
                     shards.merge(self._reopen(), self.db)
