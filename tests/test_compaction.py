@@ -177,3 +177,29 @@ def test_a_kill_after_the_merge_committed_merges_nothing_twice(tmp_path: Path) -
         assert writer.resumed and writer.next_image_id == 3
     assert not shards.shard_dir(db).exists()
     assert rows(db, COUNTS) == [(3, 3)] and rows(db, "SELECT count(*) FROM batch_moments") == [(3,)]
+
+
+def test_finishing_interrupts_a_compaction_under_way(tmp_path: Path, monkeypatch) -> None:
+    """The run's end does not wait for a long compaction: it is interrupted, its partial shard and log deleted, and
+    the merge takes its inputs."""
+    started = threading.Event()
+    copy = shards.copy_rows
+
+    def endless_copy(con, sources, before_commit=lambda: None) -> None:  # a compaction only ends interrupted
+        if not threading.current_thread().name.startswith("saetui-compact"):
+            return copy(con, sources, before_commit)  # the final merge
+        started.set()
+        con.execute("SELECT sum(range) FROM range(10_000_000_000_000)").fetchall()
+
+    monkeypatch.setattr(shards, "copy_rows", endless_copy)
+    db = tmp_path / "i.duckdb"
+    with live_writer(db, fanout=2) as writer:
+        for image in range(2):
+            write_images(writer, [image], TOKENS)
+        writer.drain()
+        assert started.wait(30)
+        began = time.monotonic()
+        writer.finish_run()
+        assert time.monotonic() - began < 30
+    assert not shards.shard_dir(db).exists()
+    assert rows(db, COUNTS) == [(2, 2)]

@@ -23,6 +23,7 @@ from saetui.store.schema import CodeLayout
 
 FANOUT = 16
 LEVELS = 2
+INTERRUPT_SECONDS = 0.05  # how often close() interrupts a compaction until its thread ends
 
 
 class Compactor:
@@ -57,14 +58,19 @@ class Compactor:
             raise self._error
 
     def close(self) -> None:
-        """Stop the threads, interrupting the compactions under way (their partial shards are deleted)."""
+        """Stop the threads, interrupting the compactions under way (their partial shards are deleted).
+
+        A compaction runs several statements and an interrupt stops only the one running, so it is repeated until
+        the thread has let go."""
         with self._changed:
             self._stopping = True
-            for con in self._active.values():
-                con.interrupt()
             self._changed.notify_all()
         for thread in self._threads:
-            thread.join()
+            while thread.is_alive():
+                with self._changed:
+                    for con in self._active.values():
+                        con.interrupt()
+                thread.join(INTERRUPT_SECONDS)
 
     def _loop(self, level: int) -> None:
         """Compact groups of the level's shards whenever enough are published, until close()."""
@@ -101,7 +107,7 @@ class Compactor:
         with self._changed:
             if self._stopping:
                 con.close()
-                temporary.unlink(missing_ok=True)
+                shards.discard(temporary)
                 return False
             self._active[level] = con
         try:
@@ -114,7 +120,7 @@ class Compactor:
                 self._active.pop(level, None)
                 stopping = self._stopping
             con.close()
-            temporary.unlink(missing_ok=True)
+            shards.discard(temporary)
             if stopping:
                 return False
             raise

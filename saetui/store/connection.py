@@ -37,7 +37,7 @@ def connect(path: str | os.PathLike[str], read_only: bool = True) -> duckdb.Duck
         raise NotFoundError(f"folder {db.parent} does not exist", "create it or choose another --db")
     try:
         if not read_only:
-            return duckdb.connect(str(db), read_only=False)
+            return quiet(duckdb.connect(str(db), read_only=False))
         from saetui.store.shards import union_connection  # a database growing under `index --live`: its shards
 
         con = union_connection(db) or duckdb.connect(str(db), read_only=True)
@@ -50,6 +50,13 @@ def connect(path: str | os.PathLike[str], read_only: bool = True) -> duckdb.Duck
     except duckdb.ResourceInUseException as exc:  # a live run's writer and a reader in one process
         raise DatabaseLockedError(f"{db} is open elsewhere in this process ({_first_line(exc)})") from None
     load_into(con, db)  # notes, explanations and scores from the side file, as plain table names
+    return con
+
+
+def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The connection without DuckDB's progress bar, which long merges and compactions would print into
+    `saetui index`'s own progress."""
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import duckdb
 
+from saetui.store.connection import quiet
 from saetui.store.schema import CodeLayout, create_schema
 
 SHARDED_TABLES = ("images", "token_codes", "batch_moments", "skipped", "image_embeddings")
@@ -128,12 +129,18 @@ def discard_partial(db: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
+def discard(temporary: Path) -> None:
+    """Delete an unpublished shard and its write-ahead log."""
+    temporary.unlink(missing_ok=True)
+    temporary.with_name(temporary.name + ".wal").unlink(missing_ok=True)
+
+
 def new_shard(final: Path, layout: CodeLayout) -> tuple[duckdb.DuckDBPyConnection, Path]:
     """A connection to a fresh temporary shard with the database's schema, to be published as final; its path."""
     final.parent.mkdir(exist_ok=True)
     temporary = final.with_name(final.name + TEMP_SUFFIX)
-    temporary.unlink(missing_ok=True)
-    con = duckdb.connect(str(temporary))
+    discard(temporary)
+    con = quiet(duckdb.connect(str(temporary)))
     create_schema(con, layout)
     return con, temporary
 
@@ -153,7 +160,7 @@ def publish(
     try:
         before_rename()
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        discard(temporary)
         raise
     os.replace(temporary, final)
 

@@ -252,7 +252,7 @@ class IndexWriter:
                 self._insert(con, merged, batches, lambda: None)
             except BaseException:
                 con.close()
-                temporary.unlink(missing_ok=True)
+                shards.discard(temporary)
                 raise
             shards.publish(con, temporary, final, before_rename=turn.durable)
             self._compactor.published()
