@@ -13,10 +13,10 @@ from pathlib import Path
 from test_commit_lanes import dump
 from test_store import SETTINGS, write_images
 
+from harness.tables import saetui_rows
 from saetui.errors import DatabaseLockedError
 from saetui.store import shards
 from saetui.store.compaction import Compactor
-from saetui.store.connection import connect
 from saetui.store.writer import IndexWriter
 
 TOKENS = 4  # tokens per fake image: compaction is about files, not sizes
@@ -35,15 +35,6 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-def rows(db: Path, sql: str) -> list[tuple]:
-    """The rows of sql on saetui's read-only connection (the database plus its published shards)."""
-    con = connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_names_say_which_commits_a_shard_holds(tmp_path: Path) -> None:
@@ -81,8 +72,8 @@ def test_compaction_bounds_the_shards_and_keeps_every_row_in_order(tmp_path: Pat
         writer.drain()
         wait_for(lambda: len(shards.published(db)) == 5, "the compactions")
         assert all(shard.commits == 4 for shard in shards.listing(db)[0])
-        assert rows(db, COUNTS) == [(20, 20)]
-        assert rows(db, "SELECT count(*) FROM token_codes") == [(20 * TOKENS,)]
+        assert saetui_rows(db, COUNTS) == [(20, 20)]
+        assert saetui_rows(db, "SELECT count(*) FROM token_codes") == [(20 * TOKENS,)]
         writer.finish_run()
     assert not shards.shard_dir(db).exists()
     assert dump(db) == dump(reference)
@@ -117,7 +108,7 @@ def test_readers_see_each_commit_once_while_shards_are_rewritten(tmp_path: Path)
         if not shards.published(db):
             continue  # the first commit is not published yet
         try:
-            ((total, distinct),) = rows(db, COUNTS)
+            ((total, distinct),) = saetui_rows(db, COUNTS)
         except DatabaseLockedError:  # only once the writer takes the file back to merge
             assert written.is_set()
             continue
@@ -126,7 +117,7 @@ def test_readers_see_each_commit_once_while_shards_are_rewritten(tmp_path: Path)
     thread.join()
     assert not failure, failure
     assert seen == sorted(seen) and len(set(seen)) >= 3, seen
-    assert rows(db, COUNTS) == [(40, 40)]
+    assert saetui_rows(db, COUNTS) == [(40, 40)]
 
 
 def test_a_kill_between_a_compaction_and_the_deletion_of_its_inputs_counts_nothing_twice(tmp_path: Path) -> None:
@@ -151,11 +142,11 @@ def test_a_kill_between_a_compaction_and_the_deletion_of_its_inputs_counts_nothi
 
     whole, covered = shards.listing(db)
     assert [shard.commits for shard in whole] == [2, 2] and [shard.path for shard in covered] == inputs
-    assert rows(db, COUNTS) == [(4, 4)]
+    assert saetui_rows(db, COUNTS) == [(4, 4)]
     writer.finish_run()
     writer.close()
     assert not shards.shard_dir(db).exists()
-    assert rows(db, COUNTS) == [(4, 4)] and rows(db, "SELECT count(*) FROM batch_moments") == [(4,)]
+    assert saetui_rows(db, COUNTS) == [(4, 4)] and saetui_rows(db, "SELECT count(*) FROM batch_moments") == [(4,)]
 
 
 def test_a_kill_after_the_merge_committed_merges_nothing_twice(tmp_path: Path) -> None:
@@ -172,11 +163,11 @@ def test_a_kill_after_the_merge_committed_merges_nothing_twice(tmp_path: Path) -
     shutil.copytree(backup, shards.shard_dir(db))
     assert len(shards.published(db)) == 3
 
-    assert rows(db, COUNTS) == [(3, 3)]
+    assert saetui_rows(db, COUNTS) == [(3, 3)]
     with IndexWriter.open(db, SETTINGS, source="/src") as writer:
         assert writer.resumed and writer.next_image_id == 3
     assert not shards.shard_dir(db).exists()
-    assert rows(db, COUNTS) == [(3, 3)] and rows(db, "SELECT count(*) FROM batch_moments") == [(3,)]
+    assert saetui_rows(db, COUNTS) == [(3, 3)] and saetui_rows(db, "SELECT count(*) FROM batch_moments") == [(3,)]
 
 
 def test_finishing_interrupts_a_compaction_under_way(tmp_path: Path, monkeypatch) -> None:
@@ -202,4 +193,4 @@ def test_finishing_interrupts_a_compaction_under_way(tmp_path: Path, monkeypatch
         writer.finish_run()
         assert time.monotonic() - began < 30
     assert not shards.shard_dir(db).exists()
-    assert rows(db, COUNTS) == [(2, 2)]
+    assert saetui_rows(db, COUNTS) == [(2, 2)]

@@ -23,8 +23,8 @@ import pytest
 
 from harness.badimages import copy_imagenet_sample
 from harness.fakehub import FetchedCache
+from harness.tables import saetui_rows
 from saetui.commands.main import main
-from saetui.store.connection import connect
 from saetui.store.shards import published, shard_dir
 
 ARGS = ("--batch-size", "2", "--commit-every", "2", "--workers", "1", "--no-stats")
@@ -60,21 +60,11 @@ def make_source(root: Path) -> Path:
     return root
 
 
-def fetch_all(db: Path, sql: str) -> list[tuple]:
-    """Rows of a query on saetui's read-only connection (DuckDB replays a killed writer's log in memory; a live
-    database shows its published shards)."""
-    con = connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def stored_items(db: Path) -> int:
     """Images plus skipped items committed so far (0 when the database does not exist yet)."""
     if not db.exists():
         return 0
-    return fetch_all(db, "SELECT (SELECT count(*) FROM images) + (SELECT count(*) FROM skipped)")[0][0]
+    return saetui_rows(db, "SELECT (SELECT count(*) FROM images) + (SELECT count(*) FROM skipped)")[0][0]
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -164,12 +154,12 @@ def test_kills_then_resume_give_the_uninterrupted_database(
     assert done.returncode == 0, done.stderr
     assert f"source: {total - progress[-1]} new, {progress[-1]} already done, 0 missing" in done.stderr
     for name, sql in EXACT.items():
-        assert fetch_all(db, sql) == fetch_all(reference, sql), name
+        assert saetui_rows(db, sql) == saetui_rows(reference, sql), name
     for name, sql in FLOATS.items():
-        got, want = np.array(fetch_all(db, sql)), np.array(fetch_all(reference, sql))
+        got, want = np.array(saetui_rows(db, sql)), np.array(saetui_rows(reference, sql))
         assert got.shape == want.shape and np.allclose(got, want, rtol=1e-6, atol=1e-6), name
     moments = "SELECT sum(tokens), sum(sum_sq) FROM batch_moments"
-    (tokens, sum_sq), (ref_tokens, ref_sum_sq) = fetch_all(db, moments)[0], fetch_all(reference, moments)[0]
+    (tokens, sum_sq), (ref_tokens, ref_sum_sq) = saetui_rows(db, moments)[0], saetui_rows(reference, moments)[0]
     assert tokens == ref_tokens and sum_sq == pytest.approx(ref_sum_sq, rel=1e-6)
     assert not published(db) and not shard_dir(db).exists()  # the finished run merged its shards: one file again
 

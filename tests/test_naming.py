@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from harness.fake_vlm import FakeVlm
+from harness.tables import saetui_rows
 from saetui.api import open as open_database
 from saetui.demo import DemoWorkspace, build_demo
 from saetui.errors import UsageError
@@ -33,7 +34,6 @@ from saetui.naming.export import PARQUET_COLUMNS
 from saetui.naming.scores import auroc, monosemanticity
 from saetui.naming.sort_eval import HELD_OUT_RANKS, parse_choice
 from saetui.store.annotations import Annotations, clean_tags, side_path
-from saetui.store.connection import connect
 
 SAETUI = Path(sys.executable).with_name("saetui")  # the console script of the environment running the tests
 GRID_SIDE = 3 * 224 + 2 * 4  # a 3 x 3 grid of 224 px tiles with 4 px gaps
@@ -65,15 +65,6 @@ def saetui(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.
     return subprocess.run([str(SAETUI), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
-    """A query's rows on saetui's read-only connection (annotation tables included)."""
-    con = connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 # ---- notes ---------------------------------------------------------------------------------------------------
 
 
@@ -85,7 +76,7 @@ def test_note_cli_writes_the_side_file_and_sql_joins_it_with_features(db: Path, 
     shown = saetui("note", "12", "--json", "--db", str(db), env=env)
     assert json.loads(shown.stdout)["text"] == "stripes on the left\nalso right"
     assert json.loads(shown.stdout)["tags"] == ["interesting"]
-    joined = rows(db, "SELECT n.feature, n.tags, f.n_images > 0 FROM notes n JOIN features f USING (feature)")
+    joined = saetui_rows(db, "SELECT n.feature, n.tags, f.n_images > 0 FROM notes n JOIN features f USING (feature)")
     assert joined == [(12, ["interesting"], True)]
     assert side_path(db).is_file() and side_path(db).name == "demo.notes.sqlite"
     bad = saetui("note", "99999", "x", "--db", str(db), env=env)
@@ -103,7 +94,7 @@ def test_notes_survive_stats_force_and_need_no_write_lock(db: Path, env: dict[st
         reader.close()
     forced = saetui("stats", "--force", "--db", str(db), env=env)
     assert forced.returncode == 0, forced.stderr
-    assert rows(db, "SELECT feature, text, tags FROM notes") == [(5, "round things", ["monosemantic"])]
+    assert saetui_rows(db, "SELECT feature, text, tags FROM notes") == [(5, "round things", ["monosemantic"])]
 
 
 def test_sql_refuses_to_change_annotation_copies(db: Path, env: dict[str, str]) -> None:
@@ -133,8 +124,8 @@ def test_explain_top_5_stores_5_explanations_from_checked_requests(db: Path, env
         assert len(fake.seen) == 5
         assert all(r.images[0].size == (GRID_SIDE, GRID_SIDE) for r in fake.seen)
         assert all("strongly" in " ".join(r.texts) for r in fake.seen)
-    stored = rows(db, "SELECT feature, explanation, model, prompt_version, len(image_ids) FROM explanations")
-    top5 = rows(db, "SELECT feature FROM features WHERE NOT dead ORDER BY frequency DESC, feature LIMIT 5")
+    stored = saetui_rows(db, "SELECT feature, explanation, model, prompt_version, len(image_ids) FROM explanations")
+    top5 = saetui_rows(db, "SELECT feature FROM features WHERE NOT dead ORDER BY frequency DESC, feature LIMIT 5")
     assert sorted(f for f, *_ in stored) == sorted(f for (f,) in top5)
     assert all(text.startswith("Mostly ") and not text.endswith(".") for _, text, *_ in stored)
     assert {(m, v, n) for _, _, m, v, n in stored} == {("fake-vlm", "v1", 9)}
@@ -192,7 +183,7 @@ def test_a_killed_explain_resumes_without_asking_again(db: Path, env: dict[str, 
                     stored = con.execute("SELECT count(*) FROM explanations").fetchone()[0]
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
-        before = {int(f) for (f,) in rows(db, "SELECT feature FROM explanations")}
+        before = {int(f) for (f,) in saetui_rows(db, "SELECT feature FROM explanations")}
         assert 2 <= len(before) < 5
         asked_before = len(fake.seen)
         fake.delay = 0.0
@@ -200,7 +191,7 @@ def test_a_killed_explain_resumes_without_asking_again(db: Path, env: dict[str, 
         assert rerun.returncode == 0, rerun.stderr
         assert len(fake.seen) - asked_before == 5 - len(before)
         assert f"{len(before)} of 5 features already explained" in rerun.stderr
-    after = rows(db, "SELECT feature, count(*) FROM explanations GROUP BY feature")
+    after = saetui_rows(db, "SELECT feature, count(*) FROM explanations GROUP BY feature")
     assert len(after) == 5 and all(n == 1 for _, n in after) and before <= {f for f, _ in after}
 
 
@@ -229,14 +220,16 @@ def test_sort_eval_stores_consistent_trials_and_resumes(db: Path, env: dict[str,
             "--db", str(db), env=env,
         )  # fmt: skip
         assert more.returncode == 0 and len(fake.seen) == 10
-    trials = rows(db, "SELECT trial, feature_a, feature_b, held_out, truth, answer, correct FROM sort_eval")
+    trials = saetui_rows(db, "SELECT trial, feature_a, feature_b, held_out, truth, answer, correct FROM sort_eval")
     assert len(trials) == 10
     correct = 0
     for _, a, b, held, truth, answer, right in trials:
         owner, other = (a, b) if truth == "1" else (b, a)
-        ranks = dict(rows(db, f"SELECT image_id, rank FROM feature_images WHERE feature = {owner}"))
+        ranks = dict(saetui_rows(db, f"SELECT image_id, rank FROM feature_images WHERE feature = {owner}"))
         assert HELD_OUT_RANKS[0] <= ranks[held] <= HELD_OUT_RANKS[1]
-        grid = {i for (i,) in rows(db, f"SELECT image_id FROM feature_images WHERE feature = {other} AND rank <= 9")}
+        grid = {
+            i for (i,) in saetui_rows(db, f"SELECT image_id FROM feature_images WHERE feature = {other} AND rank <= 9")
+        }
         assert held not in grid
         assert right == (answer == truth)
         correct += right
@@ -278,8 +271,8 @@ def test_score_with_identical_embeddings_gives_ms_1_for_every_feature(db: Path, 
     con.close()
     scored = saetui("score", "--db", str(db), env=env)
     assert scored.returncode == 0, scored.stderr
-    values = rows(db, "SELECT value FROM feature_scores WHERE score = 'monosemanticity' AND value IS NOT NULL")
-    alive = rows(db, "SELECT count(*) FROM features WHERE NOT dead AND n_images >= 2")[0][0]
+    values = saetui_rows(db, "SELECT value FROM feature_scores WHERE score = 'monosemanticity' AND value IS NOT NULL")
+    alive = saetui_rows(db, "SELECT count(*) FROM features WHERE NOT dead AND n_images >= 2")[0][0]
     assert len(values) == alive and all(abs(v - 1.0) < 1e-5 for (v,) in values)
 
 
@@ -294,7 +287,7 @@ def test_score_explanations_gives_an_auroc_per_explained_feature(db: Path, env: 
         )  # fmt: skip
     scored = saetui("score", "--features", "3,7", "--explanations", "--db", str(db), env=env)
     assert scored.returncode == 0, scored.stderr
-    values = dict(rows(db, "SELECT feature, value FROM feature_scores WHERE score = 'clip_auroc'"))
+    values = dict(saetui_rows(db, "SELECT feature, value FROM feature_scores WHERE score = 'clip_auroc'"))
     assert set(values) == {3, 7} and all(0.0 <= v <= 1.0 for v in values.values())
 
 
@@ -331,7 +324,7 @@ def test_html_export_is_self_contained_and_shows_notes(db: Path, env: dict[str, 
     page = out.read_text(encoding="utf-8")
     parser = _Images()
     parser.feed(page)
-    shown = rows(db, "SELECT count(*) FROM feature_images WHERE feature IN (7, 9) AND rank <= 6")[0][0]
+    shown = saetui_rows(db, "SELECT count(*) FROM feature_images WHERE feature IN (7, 9) AND rank <= 6")[0][0]
     assert shown > 0 and len(parser.sources) == shown and not parser.external and parser.scripts == 0
     for src in parser.sources:
         assert src.startswith("data:image/jpeg;base64,")
@@ -428,7 +421,7 @@ def test_reading_the_side_file_never_writes_it(db: Path) -> None:
     Annotations(db).set_note(2, "read me", ["todo"])
     side = side_path(db)
     before = (side.read_bytes(), side.stat().st_mtime_ns)
-    assert rows(db, "SELECT text FROM notes") == [("read me",)]
+    assert saetui_rows(db, "SELECT text FROM notes") == [("read me",)]
     assert Annotations(db).note(2).text == "read me" and Annotations(db).latest_explanations() == {}
     assert (side.read_bytes(), side.stat().st_mtime_ns) == before
 
