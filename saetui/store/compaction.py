@@ -3,7 +3,7 @@ next level, so readers attach tens of files instead of one per commit.
 
 Measured on 2 cores (one shard per commit, before compaction existed): opening a reader cost about 1.9 ms per
 shard (2.8 s at 1,500 shards), a query over `activations` 1.2 s, and under the usual limit of 1,024 open files
-readers failed at about 1,000 shards; ImageNet-1k at 256 images per commit makes 5,000. Level 0 is the commits;
+a reader of 1,500 shards failed; ImageNet-1k at 256 images per commit makes 5,000. Level 0 is the commits;
 FANOUT of them make a level-1 shard, FANOUT of those a level-2 shard (65,536 images at 256 per commit), the top
 level. Each level has its own thread, so a long level-1 compaction never holds back the commits' level, and each
 image is rewritten at most LEVELS times before the final merge. A compaction publishes its shard the way a commit
