@@ -36,7 +36,7 @@ from saetui.paths import default_db
 from saetui.stats import queries
 from saetui.store import annotations
 from saetui.store.annotations import Annotations
-from saetui.store.connection import connect
+from saetui.store.connection import connect, quiet
 
 __all__ = ["Database", "open", "search_text"]
 
@@ -52,9 +52,7 @@ def search_text(
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection (saetui.store.connection's rules: missing file, folder, lock -> one-line errors)."""
-    con = connect(path, read_only=True)
-    con.execute("SET enable_progress_bar = false")
-    return con
+    return quiet(connect(path, read_only=True))
 
 
 class Database:

@@ -93,8 +93,7 @@ def open_for_writing(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]
     path = refuse_folder(db_path)
     if not path.is_file():
         raise NotFoundError(f"database {path} does not exist", "index images first: saetui index SOURCE --db PATH")
-    con = connect(path, read_only=False)
-    con.execute("SET enable_progress_bar = false")
+    con = connect(path, read_only=False)  # without DuckDB's progress bar (connection.quiet)
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT_FRACTION * _total_memory() / 2**30:.1f}GiB'")
     try:
         yield con

@@ -130,7 +130,6 @@ class IndexWriter:
         self._pending: list[PendingBatch] = []
         self._pending_images = 0
         self._lanes = OrderedLanes(lanes)
-        self.live = live
         self._compactor: Compactor | None = None
         if live:  # release the file: commits go to shards until finish_run / close merges them
             con.close()
@@ -183,6 +182,11 @@ class IndexWriter:
         return cls(
             con, db, layout, source, run_id, next_id, found is not None, done, commit_images, live, lanes, fanout
         )
+
+    @property
+    def live(self) -> bool:
+        """Whether commits become published shards (index --live)."""
+        return self._compactor is not None
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
